@@ -1,0 +1,47 @@
+# The commands the README shows. Each target runs the idempotent set-up first
+# (seconds when the machine is warm), so a fresh clone needs nothing else.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv/bin
+TOOLS_BIN = $(shell hack/tools.sh --print)
+export PATH := $(TOOLS_BIN):$(PATH)
+
+.PHONY: help setup demo test test-unit test-integration test-e2e lint format typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup: ## install everything (Debian packages, .venv, Go-built etcd/kube-apiserver/kubectl/helm)
+	@hack/setup.sh
+
+demo: setup ## run a full rollout locally: control plane, Prometheus, suggestion processes, controller
+	$(VENV)/python -m testbed.demo
+
+test: setup lint typecheck ## lint, types, unit and integration tests (e2e skips without Docker)
+	$(VENV)/pytest
+
+test-unit: setup ## unit tests only (seconds)
+	$(VENV)/pytest -m unit
+
+test-integration: setup ## integration tests on the local test bed (minutes)
+	$(VENV)/pytest -m integration
+
+test-e2e: setup ## end-to-end tests on a kind cluster (needs a Docker engine)
+	$(VENV)/pytest -m e2e
+
+lint: setup ## ruff lint and format check
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+
+format: setup ## apply ruff's formatting and fixes
+	$(VENV)/ruff format .
+	$(VENV)/ruff check --fix .
+
+typecheck: setup ## mypy --strict
+	$(VENV)/mypy
+
+bench: setup ## the benchmarks (print figures; not tests)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
+
+clean: ## remove the virtual environment and caches in the repository
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis

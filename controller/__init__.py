@@ -1,0 +1,1 @@
+"""The modelrollout controller: a kopf operator that reconciles ModelRollout resources."""

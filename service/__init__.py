@@ -1,0 +1,1 @@
+"""The suggestion service: features, rules, two-model serving, routing and metrics."""

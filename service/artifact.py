@@ -1,0 +1,187 @@
+"""The model artifact format (DESIGN.md contract 2): training writes it, serving reads it.
+
+A version is a directory ``<models-root>/<version>/`` holding:
+
+- ``model.txt``: the LightGBM booster in its text format (``Booster.save_model``);
+- ``calibration.json``: a :class:`Calibration` mapping the booster's raw scores to
+  calibrated probabilities;
+- ``manifest.json``: a :class:`Manifest`, with the sha256 of each file above.
+
+Training publishes a version atomically (temporary directory, fsync, rename; see
+``training/publish.py``); once published it never changes. Serving calls
+:func:`verify_version` before it loads a version: the manifest must parse, every file's
+sha256 must match, and the feature list must equal :data:`service.features.FEATURE_NAMES`.
+
+Names beginning with ``.`` under the models root are unfinished publishes and never versions.
+
+This module is pure (numpy and pydantic only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.features import FEATURE_NAMES
+from service.serving_config import ModelVersion
+
+MANIFEST_FILE: Final = "manifest.json"
+MODEL_FILE: Final = "model.txt"
+CALIBRATION_FILE: Final = "calibration.json"
+FORMAT_VERSION: Final = 1
+
+
+class ArtifactError(Exception):
+    """A model version that must not serve: missing, corrupt, or trained on other features."""
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"model version {version!r}: {reason}")
+        self.version = version
+        self.reason = reason
+
+
+class Calibration(BaseModel):
+    """One-vs-rest sigmoid calibration of raw scores, normalised across classes.
+
+    It reproduces scikit-learn's ``CalibratedClassifierCV(method="sigmoid")`` over one
+    frozen estimator: for class ``k`` with raw score ``f_k``,
+    ``p_k = 1 / (1 + exp(a_k * f_k + b_k))``, then ``p /= p.sum()`` per row (a row whose
+    sum is 0 becomes uniform). ``input`` says which response the sigmoids were fitted on.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Literal["sigmoid"] = "sigmoid"
+    input: Literal["raw_score", "probability"] = "raw_score"
+    a: list[float]
+    b: list[float]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Calibration:
+        if len(self.a) != len(self.b) or not self.a:
+            raise ValueError(
+                f"a and b must be non-empty and equal in length: {len(self.a)}, {len(self.b)}"
+            )
+        return self
+
+    def apply(self, scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Calibrated probabilities, shape ``(n, classes)``, from scores of the same shape."""
+        a = np.asarray(self.a)
+        b = np.asarray(self.b)
+        proba = 1.0 / (1.0 + np.exp(scores * a + b))
+        total = proba.sum(axis=1, keepdims=True)
+        n_classes = proba.shape[1]
+        uniform = np.full_like(proba, 1.0 / n_classes)
+        safe_total = np.where(total == 0.0, 1.0, total)
+        out: npt.NDArray[np.float64] = np.where(total == 0.0, uniform, proba / safe_total)
+        return out
+
+
+class Manifest(BaseModel):
+    """``manifest.json`` of one version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    version: ModelVersion
+    created: datetime
+    files: dict[str, str] = Field(description="file name -> sha256 hex digest")
+    features: list[str]
+    classes: list[str] = Field(min_length=2)
+    metrics: dict[str, float | dict[str, float] | list[list[int]]] = Field(default_factory=dict)
+    data_fingerprint: str = Field(
+        description="sha256 of the training data, as training computed it"
+    )
+    params: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _required_files(self) -> Manifest:
+        missing = {MODEL_FILE, CALIBRATION_FILE} - self.files.keys()
+        if missing:
+            raise ValueError(f"manifest lists no sha256 for {sorted(missing)}")
+        return self
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_version_dir(path: Path) -> bool:
+    """A published version: a directory not hidden (unfinished publishes start with '.')."""
+    return path.is_dir() and not path.name.startswith(".")
+
+
+def list_versions(models_root: Path) -> list[str]:
+    """Published version names under ``models_root``, oldest first (names sort by time)."""
+    if not models_root.is_dir():
+        return []
+    return sorted(p.name for p in models_root.iterdir() if is_version_dir(p))
+
+
+def read_manifest(version_dir: Path) -> Manifest:
+    version = version_dir.name
+    path = version_dir / MANIFEST_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(version, f"no {MANIFEST_FILE} in {version_dir}") from None
+    except OSError as exc:
+        raise ArtifactError(version, f"cannot read {path}: {exc}") from exc
+    try:
+        manifest = Manifest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ArtifactError(version, f"invalid {MANIFEST_FILE}: {exc}") from exc
+    if manifest.version != version:
+        raise ArtifactError(
+            version, f"{MANIFEST_FILE} names version {manifest.version!r}, directory is {version!r}"
+        )
+    return manifest
+
+
+def verify_version(models_root: Path, version: str) -> Manifest:
+    """Check one version before it may serve, and return its manifest.
+
+    Raises :class:`ArtifactError` with a reason a person can act on when the version is
+    missing, its manifest is invalid, a file is missing or its sha256 differs, or its
+    feature list differs from the serving code's.
+    """
+    version_dir = models_root / version
+    if not is_version_dir(version_dir):
+        raise ArtifactError(version, f"not found under {models_root}")
+    manifest = read_manifest(version_dir)
+    for name, expected in sorted(manifest.files.items()):
+        path = version_dir / name
+        if not path.is_file():
+            raise ArtifactError(version, f"file {name} listed in the manifest is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ArtifactError(
+                version, f"sha256 of {name} is {actual[:12]}…, the manifest says {expected[:12]}…"
+            )
+    if list(manifest.features) != list(FEATURE_NAMES):
+        theirs, ours = set(manifest.features), set(FEATURE_NAMES)
+        detail = (
+            f"missing {sorted(ours - theirs)}, extra {sorted(theirs - ours)}"
+            if theirs != ours
+            else "same names in another order"
+        )
+        raise ArtifactError(version, f"trained on another feature list ({detail})")
+    return manifest
+
+
+def read_calibration(version_dir: Path) -> Calibration:
+    try:
+        return Calibration.model_validate(json.loads((version_dir / CALIBRATION_FILE).read_text()))
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ArtifactError(version_dir.name, f"invalid {CALIBRATION_FILE}: {exc}") from exc

@@ -1,0 +1,99 @@
+"""The metric contract between the suggestion service and the controller (DESIGN.md contract 5).
+
+The service exports these metrics (``service/metrics.py`` declares them with these names
+and labels); the controller's PromQL builder (``controller/promql.py``) queries them. Both
+import this module, so a name is written once. Label values are bounded: who served
+(:class:`Source`), a model version (a handful are loaded at a time), a category label (the
+model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
+
+- ``modelrollout_predictions_total`` (counter; served_by, model_version):
+  answers returned
+- ``modelrollout_shadow_comparisons_total`` (counter; baseline, shadow_version, category, agree):
+  a shadow answer compared with the served one (top-1); category is the served top-1
+- ``modelrollout_inference_seconds`` (histogram; role, model_version):
+  time of one model or rules evaluation of one request
+- ``modelrollout_model_errors_total`` (counter; role, model_version):
+  a model raised; the request fell back to rules
+- ``modelrollout_fallbacks_total`` (counter; reason):
+  served by rules although a model was configured
+- ``modelrollout_feedback_total`` (counter; served_by, model_version, outcome):
+  user feedback on an answer
+- ``modelrollout_serving_generation`` (gauge; rollout):
+  the serving-configuration generation this process applies
+- ``modelrollout_model_loaded`` (gauge; role, model_version):
+  1 for each loaded model
+- ``modelrollout_model_load_errors_total`` (counter; model_version):
+  a version failed verification or loading
+
+The original system's alert and panels, over these:
+
+- ``SuggestAgreementDrop``: :data:`AGREEMENT_DROP_EXPR` (agreement below 75% over 1 h).
+- agreement gauge: :data:`AGREEMENT_1H`; suggestions by source:
+  ``sum by (served_by) (rate(modelrollout_predictions_total[5m]))``; model availability:
+  ``max by (role, model_version) (modelrollout_model_loaded)``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+PREFIX: Final = "modelrollout"
+
+
+class Source(StrEnum):
+    """Who served an answer, or which role a model plays."""
+
+    STABLE = "stable"
+    CANDIDATE = "candidate"
+    RULES = "rules"
+
+
+class FallbackReason(StrEnum):
+    LOW_CONFIDENCE = "low_confidence"
+    MODEL_ERROR = "model_error"
+    NO_MODEL = "no_model"
+    DISABLED = "disabled"
+
+
+class FeedbackOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+NO_VERSION: Final = "none"
+"""model_version label value when rules served."""
+
+# Names as Prometheus exposes them (counters carry their _total suffix here; the
+# prometheus_client declaration drops it, see service/metrics.py).
+PREDICTIONS_TOTAL: Final = f"{PREFIX}_predictions_total"
+SHADOW_COMPARISONS_TOTAL: Final = f"{PREFIX}_shadow_comparisons_total"
+INFERENCE_SECONDS: Final = f"{PREFIX}_inference_seconds"
+MODEL_ERRORS_TOTAL: Final = f"{PREFIX}_model_errors_total"
+FALLBACKS_TOTAL: Final = f"{PREFIX}_fallbacks_total"
+FEEDBACK_TOTAL: Final = f"{PREFIX}_feedback_total"
+SERVING_GENERATION: Final = f"{PREFIX}_serving_generation"
+MODEL_LOADED: Final = f"{PREFIX}_model_loaded"
+MODEL_LOAD_ERRORS_TOTAL: Final = f"{PREFIX}_model_load_errors_total"
+
+INFERENCE_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+AGREEMENT_1H: Final = (
+    f'sum(rate({SHADOW_COMPARISONS_TOTAL}{{agree="true"}}[1h]))'
+    f" / sum(rate({SHADOW_COMPARISONS_TOTAL}[1h]))"
+)
+AGREEMENT_DROP_EXPR: Final = f"({AGREEMENT_1H}) < 0.75"

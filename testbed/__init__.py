@@ -1,0 +1,1 @@
+"""The local test bed: etcd + kube-apiserver, Prometheus and Alertmanager on loopback."""

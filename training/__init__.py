@@ -1,0 +1,1 @@
+"""Training: labelled data, LightGBM with calibration, evaluation gate, atomic publish."""
