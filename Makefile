@@ -6,7 +6,7 @@ VENV := .venv/bin
 TOOLS_BIN = $(shell hack/tools.sh --print)
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: help setup demo test test-unit test-integration test-e2e lint format typecheck bench clean
+.PHONY: help setup demo test test-unit test-integration test-e2e lint format typecheck bench sync-crds clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ typecheck: setup ## mypy --strict
 
 bench: setup ## the benchmarks (print figures; not tests)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
+
+sync-crds: ## copy crds/ into the chart (Helm reads CRDs only from inside the chart)
+	cp crds/*.yaml charts/modelrollout/crds/
 
 clean: ## remove the virtual environment and caches in the repository
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis

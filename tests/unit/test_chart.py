@@ -1,0 +1,119 @@
+"""The Helm chart renders what a cluster operator relies on (helm template, no cluster)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modelrollout"
+
+
+def _helm() -> str:
+    bin_dir = subprocess.run(
+        [str(ROOT / "hack" / "tools.sh"), "--print"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    helm = Path(bin_dir) / "helm"
+    if not helm.exists():
+        pytest.fail(f"helm is not built; run `make setup` (looked for {helm})")
+    return str(helm)
+
+
+def render(*sets: str) -> list[dict[str, Any]]:
+    args = [_helm(), "template", "r1", str(CHART), "--namespace", "ml"]
+    for s in sets:
+        args += ["--set", s]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_defaults_render_every_component() -> None:
+    docs = render()
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Deployment", "r1-modelrollout-controller") in names
+    assert ("Deployment", "r1-modelrollout-suggest") in names
+    assert ("Job", "r1-modelrollout-train-initial") in names
+    assert ("PersistentVolumeClaim", "r1-modelrollout-models") in names
+    assert ("ClusterKopfPeering", "r1-modelrollout") in names
+
+
+def test_suggest_pods_may_read_only_their_own_serving_configmap() -> None:
+    role = next(
+        d for d in by_kind(render(), "Role") if d["metadata"]["name"] == "r1-modelrollout-suggest"
+    )
+    cm_rules = [r for r in role["rules"] if "configmaps" in r["resources"]]
+    assert cm_rules == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["r1-modelrollout-suggest-serving"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+
+
+def test_models_volume_is_read_only_in_suggest_pods() -> None:
+    dep = next(
+        d for d in by_kind(render(), "Deployment") if d["metadata"]["name"].endswith("suggest")
+    )
+    pod = dep["spec"]["template"]["spec"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "models")
+    claim = next(v for v in pod["volumes"] if v["name"] == "models")["persistentVolumeClaim"]
+    assert mount["readOnly"] is True
+    assert claim["readOnly"] is True
+
+
+def test_watch_namespaces_switch_to_namespaced_roles_and_peerings() -> None:
+    docs = render("controller.watchNamespaces={team-a,team-b}")
+    roles = [
+        d for d in by_kind(docs, "Role") if d["metadata"]["name"] == "r1-modelrollout-controller"
+    ]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    cluster_role = by_kind(docs, "ClusterRole")[0]
+    assert not any("modelrollouts" in r["resources"] for r in cluster_role["rules"])
+    assert len(by_kind(docs, "KopfPeering")) == 2
+    args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args
+    assert "--all-namespaces" not in args
+
+
+def test_unknown_values_are_rejected_by_the_schema() -> None:
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        render("suggest.replcias=3")
+    assert "replcias" in err.value.stderr
+
+
+def test_out_of_range_values_are_rejected_by_the_schema() -> None:
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        render("suggest.defaults.minConfidence=1.5")
+    assert "minConfidence" in err.value.stderr
+
+
+def test_prometheus_rule_carries_the_agreement_alert() -> None:
+    docs = render("monitoring.prometheusRule.enabled=true")
+    rule = by_kind(docs, "PrometheusRule")[0]["spec"]["groups"][0]["rules"][0]
+    assert rule["alert"] == "SuggestAgreementDrop"
+    assert "modelrollout_shadow_comparisons_total" in rule["expr"]
+    assert "0.75" in rule["expr"]
+
+
+def test_chart_crds_are_the_repository_crds() -> None:
+    """charts/modelrollout/crds/ carries a copy of crds/ (Helm cannot reach outside the chart)."""
+    source = sorted((ROOT / "crds").glob("*.yaml"))
+    assert source, "crds/ holds no CRD"
+    for path in source:
+        copy = CHART / "crds" / path.name
+        assert copy.exists(), f"{copy} is missing: run `make sync-crds`"
+        assert copy.read_text() == path.read_text(), (
+            f"{copy} differs from {path}: run `make sync-crds`"
+        )
