@@ -54,8 +54,11 @@ build_kubernetes() {
   local v=$KUBERNETES_VERSION
   if have "kube-apiserver-$v" && have "kube-controller-manager-$v" && have "kubectl-$v"; then return 0; fi
   local dir="$cache/src/kubernetes-$v"; mkdir -p "$dir"
+  # The go.mod of k8s.io/kubernetes lists its staging modules (replaced by local paths).
   local gomod
-  gomod=$(cd "$dir" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$v" >/dev/null && cat "$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$v.mod")
+  gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  [[ -f "$gomod" ]] || { echo "[tools] cannot download k8s.io/kubernetes@$v" >&2; exit 1; }
+  gomod=$(cat "$gomod")
   local staging_version="v0.${v#v1.}"
   {
     echo "module modelrollout.local/kubebuild"
