@@ -1,0 +1,409 @@
+"""Typed ModelRollout spec and status: the boundary between Kubernetes dicts and the core.
+
+The CRD (``crds/modelrollout.io_modelrollouts.yaml``) validates at admission; these models
+validate again where a dict enters the controller, so the decision core only sees typed,
+defaulted values. Field names are the CRD's camelCase through aliases; defaults mirror
+the CRD's, so a spec written before a default existed parses the same way.
+
+Pure: pydantic only, no Kubernetes imports.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal, Self
+
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from service.serving_config import ModelVersion, Percent
+
+GROUP: Final = "modelrollout.io"
+VERSION: Final = "v1alpha1"
+KIND: Final = "ModelRollout"
+PLURAL: Final = "modelrollouts"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+PROMOTE_ANNOTATION: Final = f"{GROUP}/promote"
+"""Set to any new token (the plugin uses a timestamp) to promote the candidate now."""
+ABORT_ANNOTATION: Final = f"{GROUP}/abort"
+"""Set to any new token to abort the rollout: roll back and quarantine the candidate."""
+DEFAULT_ALERT_LABEL: Final = "modelrollout"
+"""An alert labelled ``modelrollout=<name>`` matches the rollout of that name."""
+
+HISTORY_LIMIT: Final = 20
+QUARANTINE_LIMIT: Final = 20
+ALERTS_LIMIT: Final = 20
+HANDLED_ALERTS_LIMIT: Final = 50
+
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$")
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Go-style duration (``"90s"``, ``"1m30s"``, ``"500ms"``, ``"2h"``) as a timedelta.
+
+    >>> parse_duration("1m30s")
+    datetime.timedelta(seconds=90)
+    """
+    if not _DURATION_RE.match(text):
+        raise ValueError(f"invalid duration {text!r}: use e.g. 500ms, 10s, 1m30s, 2h")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART_RE.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta) -> str:
+    """The shortest Go-style string for a whole number of seconds (or milliseconds).
+
+    >>> format_duration(timedelta(seconds=90))
+    '90s'
+    """
+    ms = round(delta.total_seconds() * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """The CRD's JSON form: camelCase, no nulls."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+Duration = Annotated[str, Field(pattern=_DURATION_RE.pattern)]
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+class ModelRef(_Camel):
+    version: ModelVersion
+
+
+class ShadowSpec(_Camel):
+    percent: Percent = 100.0
+    duration: Duration = "0s"
+    """Least time in shadow before the canary may start."""
+    passes: int = Field(default=3, ge=1, le=1000)
+    """Consecutive passing analyses in shadow needed before the canary."""
+
+
+class CanarySpec(_Camel):
+    percent: Percent = 100.0
+    steps: list[Annotated[float, Field(gt=0.0, le=100.0)]] = Field(
+        default_factory=list, max_length=20
+    )
+    step_interval: Duration = "30s"
+    """Least time at each canary step (after the pods converged) before the next."""
+    passes_per_step: int = Field(default=1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _steps_increase(self) -> Self:
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError(f"canary.steps must be strictly increasing: {self.steps}")
+        if self.steps and self.steps[-1] > self.percent:
+            raise ValueError(
+                f"canary.steps must not exceed canary.percent {self.percent}: {self.steps}"
+            )
+        return self
+
+    def effective_steps(self) -> list[float]:
+        """The canary percents walked in order, ending at ``percent``; empty: no canary.
+
+        >>> CanarySpec(percent=50, steps=[5, 20]).effective_steps()
+        [5.0, 20.0, 50.0]
+        >>> CanarySpec(percent=0).effective_steps()
+        []
+        """
+        if self.percent <= 0:
+            return []
+        steps = list(self.steps)
+        if not steps or steps[-1] < self.percent:
+            steps.append(self.percent)
+        return steps
+
+
+class Thresholds(_Camel):
+    min_agreement: float | None = Field(default=0.9, ge=0.0, le=1.0)
+    min_category_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_category_samples: int = Field(default=20, ge=1)
+    max_latency_p95_seconds: float | None = Field(default=None, gt=0.0)
+    max_error_rate: float | None = Field(default=0.01, ge=0.0, le=1.0)
+    min_feedback_acceptance_ratio: float | None = Field(default=None, ge=0.0)
+    """Candidate acceptance / stable acceptance; judged only with enough feedback."""
+    min_feedback_samples: int = Field(default=20, ge=1)
+
+
+class CustomCheck(_Camel):
+    name: Annotated[str, Field(pattern=r"^[a-zA-Z][a-zA-Z0-9_-]{0,62}$")]
+    query: Annotated[str, Field(min_length=1, max_length=4096)]
+    """PromQL returning one sample; ``{{candidate}}``, ``{{stable}}``, ``{{window}}``."""
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        if self.min is None and self.max is None:
+            raise ValueError(f"custom check {self.name!r} needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"custom check {self.name!r}: min {self.min} > max {self.max}")
+        return self
+
+
+class InconclusivePolicy(StrEnum):
+    HOLD = "Hold"
+    ROLLBACK = "Rollback"
+
+
+class AnalysisSpec(_Camel):
+    prometheus_url: str | None = Field(
+        default=None, alias="prometheusURL", pattern=r"^https?://", max_length=2048
+    )
+    interval: Duration = "10s"
+    window: Duration = "1m"
+    min_samples: int = Field(default=100, ge=1)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    failure_limit: int = Field(default=1, ge=1, le=100)
+    inconclusive_limit: int = Field(default=3, ge=1, le=1000)
+    inconclusive_policy: InconclusivePolicy = InconclusivePolicy.HOLD
+    label_selector: dict[str, str] = Field(default_factory=dict)
+    """Extra label matchers on every query (e.g. ``namespace``, ``job``)."""
+    custom_checks: list[CustomCheck] = Field(default_factory=list, max_length=10)
+
+    @model_validator(mode="after")
+    def _window_covers_interval(self) -> Self:
+        if parse_duration(self.window) < parse_duration(self.interval):
+            raise ValueError(f"analysis.window {self.window} < analysis.interval {self.interval}")
+        if parse_duration(self.interval) < timedelta(seconds=1):
+            raise ValueError(f"analysis.interval {self.interval} is below 1s")
+        return self
+
+
+class AlertsSpec(_Camel):
+    enabled: bool = True
+    match_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class RolloutSpec(_Camel):
+    target: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$")]
+    model: ModelRef
+    shadow: ShadowSpec = Field(default_factory=ShadowSpec)
+    canary: CanarySpec = Field(default_factory=CanarySpec)
+    auto_promote: bool = True
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    paused: bool = False
+    retry: int = Field(default=0, ge=0)
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    top_k: int = Field(default=3, ge=1, le=20)
+
+
+class SpecError(ValueError):
+    """A spec the controller cannot act on; the message says which field and why."""
+
+
+def parse_spec(raw: dict[str, Any]) -> RolloutSpec:
+    """Validate a spec dict (as the API server returns it) into :class:`RolloutSpec`."""
+    try:
+        return RolloutSpec.model_validate(raw)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "spec"
+            parts.append(f"spec.{loc}: {err['msg']}")
+        raise SpecError("; ".join(parts)) from exc
+
+
+# ----------------------------------------------------------------------------- status
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    SHADOW = "Shadow"
+    CANARY = "Canary"
+    PROMOTING = "Promoting"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+    PAUSED = "Paused"
+    CONFLICT = "Conflict"
+
+
+IN_FLIGHT: Final = frozenset({Phase.SHADOW, Phase.CANARY, Phase.PAUSED})
+"""Phases in which a candidate is being evaluated (and can be rolled back)."""
+
+
+class AnalysisOutcome(StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class Figures(_Camel):
+    """What one analysis measured for the candidate (None: not measured / no data)."""
+
+    samples: float | None = None
+    agreement: float | None = None
+    worst_category: str | None = None
+    worst_category_agreement: float | None = None
+    latency_p95_seconds: float | None = None
+    error_rate: float | None = None
+    evaluations: float | None = None
+    feedback_samples: float | None = None
+    feedback_acceptance_ratio: float | None = None
+    custom: dict[str, float] = Field(default_factory=dict)
+
+
+class AnalysisResult(_Camel):
+    time: datetime
+    candidate: str | None = None
+    """The version analysed: a result for another version is never counted."""
+    outcome: AnalysisOutcome
+    reasons: list[str] = Field(default_factory=list)
+    figures: Figures = Field(default_factory=Figures)
+    window: str | None = None
+
+
+class Decision(_Camel):
+    """One entry of the decision log."""
+
+    time: datetime
+    from_phase: str = Field(alias="from")
+    to_phase: str = Field(alias="to")
+    reason: str
+    message: str = ""
+
+
+class Quarantine(_Camel):
+    version: ModelVersion
+    reason: str
+    message: str = ""
+    time: datetime
+    retry: int = 0
+    """spec.retry when quarantined: bumping spec.retry past it lifts the quarantine."""
+
+
+class ReceivedAlert(_Camel):
+    """An Alertmanager alert matched to this rollout, written into status by the webhook."""
+
+    fingerprint: str
+    starts_at: str = ""
+    alertname: str = ""
+    summary: str = ""
+    received: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.fingerprint}@{self.starts_at}"
+
+
+class Condition(_Camel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: datetime
+
+
+class Served(_Camel):
+    """The serving configuration content the controller wants (generation aside)."""
+
+    stable: str | None = None
+    candidate: str | None = None
+    shadow_percent: float = 0.0
+    canary_percent: float = 0.0
+    min_confidence: float = 0.0
+    top_k: int = 3
+    salt: str = "modelrollout"
+
+
+class PodSummary(_Camel):
+    live: int = 0
+    converged: int = 0
+
+
+class RolloutStatus(_Camel):
+    model_config = ConfigDict(frozen=False)
+
+    phase: Phase = Phase.PENDING
+    message: str = ""
+    stable_version: str | None = None
+    candidate_version: str | None = None
+    shadow_percent: float = 0.0
+    canary_percent: float = 0.0
+    step_index: int | None = None
+    """Index into the effective canary steps while in Canary; None otherwise."""
+    phase_since: datetime | None = None
+    candidate_since: datetime | None = None
+    candidate_generation: int | None = None
+    """servingGeneration that first served the current candidate (load errors older are stale)."""
+    paused_phase: Phase | None = None
+    observed_generation: int | None = None
+    serving_generation: int = 0
+    serving: Served | None = None
+    pods: PodSummary = Field(default_factory=PodSummary)
+    last_analysis: AnalysisResult | None = None
+    consecutive_failures: int = 0
+    consecutive_inconclusive: int = 0
+    passes: int = 0
+    quarantined: list[Quarantine] = Field(default_factory=list)
+    alerts: list[ReceivedAlert] = Field(default_factory=list)
+    """Written by the webhook only; the controller never writes this field."""
+    handled_alerts: list[str] = Field(default_factory=list)
+    handled_promote: str | None = None
+    handled_abort: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    history: list[Decision] = Field(default_factory=list)
+    spec_vs_served: list[str] = Field(default_factory=list)
+
+    @field_validator("phase", mode="before")
+    @classmethod
+    def _unknown_phase_is_pending(cls, value: Any) -> Any:
+        return value if value in Phase.__members__.values() else Phase.PENDING
+
+
+def parse_status(raw: dict[str, Any] | None) -> RolloutStatus:
+    """Status as stored; anything unreadable is dropped rather than blocking the rollout."""
+    if not raw:
+        return RolloutStatus()
+    try:
+        return RolloutStatus.model_validate(raw)
+    except ValidationError:
+        # Keep what parses field by field: a status written by an older controller must
+        # never wedge the rollout.
+        good: dict[str, Any] = {}
+        for key, value in raw.items():
+            try:
+                RolloutStatus.model_validate({key: value})
+            except ValidationError:
+                continue
+            good[key] = value
+        return RolloutStatus.model_validate(good)
+
+
+def quarantined(status: RolloutStatus, version: str, retry: int) -> Quarantine | None:
+    """The quarantine entry that still holds ``version`` back at ``spec.retry == retry``."""
+    for entry in status.quarantined:
+        if entry.version == version and entry.retry >= retry:
+            return entry
+    return None
