@@ -1,0 +1,125 @@
+"""train_and_publish: the API other components' tests use to make real model versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from service.artifact import (
+    CALIBRATION_FILE,
+    MODEL_FILE,
+    list_versions,
+    read_calibration,
+    verify_version,
+)
+from service.features import FEATURE_NAMES
+from training.data import generate_transactions
+from training.gate import GateConfig, GateRejectedError
+from training.pipeline import PublishResult, train_and_publish
+from training.publish import VERSION_PATTERN, VersionExistsError
+from training.train import TrainParams, features_of
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> PublishResult:
+    root = tmp_path_factory.mktemp("models")
+    return train_and_publish(root, rows=3000, params=TrainParams.quick())
+
+
+def test_a_published_version_verifies_and_records_what_it_was_trained_on(
+    published: PublishResult,
+) -> None:
+    root = published.path.parent
+    manifest = verify_version(root, published.version)
+    assert VERSION_PATTERN.match(published.version)
+    assert list_versions(root) == [published.version]
+    assert manifest == published.manifest
+    assert manifest.features == list(FEATURE_NAMES)
+    assert manifest.classes == sorted(manifest.classes)
+    assert len(manifest.classes) == 10
+    assert set(manifest.files) == {MODEL_FILE, CALIBRATION_FILE}
+    assert len(manifest.data_fingerprint) == 64
+    assert manifest.params["n_estimators"] == 40
+    metrics = manifest.metrics
+    assert isinstance(metrics["macro_f1"], float)
+    assert metrics["macro_f1"] >= 0.75
+    assert isinstance(metrics["f1"], dict)
+    assert set(metrics["f1"]) == set(manifest.classes)
+    assert isinstance(metrics["confusion_matrix"], list)
+    assert "rules_macro_f1" in metrics
+
+
+def test_the_published_files_reproduce_the_trainers_probabilities(
+    published: PublishResult,
+) -> None:
+    version_dir = published.path
+    booster = lgb.Booster(model_file=str(version_dir / MODEL_FILE))
+    calibration = read_calibration(version_dir)
+    assert booster.feature_name() == list(FEATURE_NAMES)
+    x = features_of(published.trained.split.test)
+    served = calibration.apply(booster.predict(x, raw_score=True))
+    np.testing.assert_allclose(served, published.trained.predict_proba(x), rtol=0, atol=1e-12)
+
+
+def test_the_same_inputs_train_the_same_model(tmp_path: Path) -> None:
+    a = train_and_publish(tmp_path, rows=3000, params=TrainParams.quick(), version="a")
+    b = train_and_publish(tmp_path, rows=3000, params=TrainParams.quick(), version="b")
+    assert a.manifest.files == b.manifest.files
+    assert a.manifest.data_fingerprint == b.manifest.data_fingerprint
+
+
+def test_a_bad_model_needs_the_gate_turned_off_and_disagrees_with_a_good_one(
+    tmp_path: Path, published: PublishResult
+) -> None:
+    with pytest.raises(GateRejectedError, match="macro-F1"):
+        train_and_publish(tmp_path, rows=3000, params=TrainParams.quick(), corrupt="rotate_labels")
+    assert list_versions(tmp_path) == []
+
+    bad = train_and_publish(
+        tmp_path,
+        rows=3000,
+        params=TrainParams.quick(),
+        corrupt="rotate_labels",
+        gate=GateConfig(enforce=False),
+    )
+    assert bad.manifest.params["corrupt"] == "rotate_labels"
+    assert bad.manifest.params["gate_passed"] is False
+    x = features_of(published.trained.split.test)
+    agree = np.mean(
+        bad.trained.predict_proba(x).argmax(axis=1)
+        == published.trained.predict_proba(x).argmax(axis=1)
+    )
+    assert agree < 0.2
+    assert isinstance(bad.metrics["accuracy"], float)
+    assert bad.metrics["accuracy"] < 0.2
+
+
+def test_shuffled_labels_make_a_model_no_better_than_chance(tmp_path: Path) -> None:
+    bad = train_and_publish(
+        tmp_path,
+        rows=3000,
+        params=TrainParams.quick(),
+        corrupt="shuffle_labels",
+        gate=GateConfig(enforce=False),
+    )
+    assert isinstance(bad.metrics["macro_f1"], float)
+    assert bad.metrics["macro_f1"] < 0.3
+
+
+def test_an_existing_version_is_refused_before_training(tmp_path: Path) -> None:
+    (tmp_path / "v1").mkdir()
+    with pytest.raises(VersionExistsError, match="v1"):
+        train_and_publish(tmp_path, rows=10, version="v1")
+
+
+def test_given_data_is_used_instead_of_generated(tmp_path: Path) -> None:
+    data = generate_transactions(2500, seed=7)
+    result = train_and_publish(tmp_path, data=data, params=TrainParams.quick(), rules=None)
+    assert "rules_macro_f1" not in result.metrics
+    assert isinstance(result.metrics["rows_test"], float)
+    assert result.metrics["rows_test"] == 500.0

@@ -1,0 +1,144 @@
+"""The evaluation gate: whether a trained model may be published. Pure.
+
+It reads manifest-style metrics (:meth:`training.evaluate.Evaluation.manifest_metrics`),
+so a baseline is simply another version's ``manifest.json`` metrics. Checks, in order:
+
+1. held-out macro-F1 >= ``min_macro_f1``;
+2. when ``require_beat_rules``: macro-F1 > the rule engine's macro-F1 on the same rows +
+   ``min_margin_over_rules`` (skipped, and said so, when the rules were not scored).
+   Off by default: with the 25 shared features the model does not beat the service's
+   rule engine (see ``docs/decisions/0002-training-gate-and-rules.md``); the comparison is
+   still reported and recorded in the manifest;
+3. when a baseline is given and ``min_margin_over_baseline`` is set: macro-F1 >=
+   the baseline's + that margin.
+
+Worked example: ``macro_f1=0.86``, ``rules_macro_f1=0.62``, baseline ``0.85``, margin
+``0.02``: checks 1 and 2 pass, check 3 fails (0.86 < 0.87), so the gate fails.
+
+``enforce=False`` (deliberately bad models for rollback tests) still evaluates every
+check and reports it, but lets the model through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.evaluate import MetricValue
+
+
+class GateConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enforce: bool = True
+    min_macro_f1: float = Field(default=0.75, ge=0.0, le=1.0)
+    require_beat_rules: bool = False
+    min_margin_over_rules: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_margin_over_baseline: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="None: do not compare with a baseline"
+    )
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    checks: tuple[GateCheck, ...]
+    enforced: bool
+
+    @property
+    def checks_passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def publish(self) -> bool:
+        """Whether the model may be published (always, when not enforced)."""
+        return self.checks_passed or not self.enforced
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        return tuple(c.detail for c in self.checks if not c.passed)
+
+    def summary(self) -> str:
+        lines = [f"{'pass' if c.passed else 'FAIL'}  {c.name}: {c.detail}" for c in self.checks]
+        if not self.checks_passed and not self.enforced:
+            lines.append("gate not enforced: publishing anyway")
+        return "\n".join(lines)
+
+
+class GateRejectedError(Exception):
+    """The gate failed: nothing was published."""
+
+    def __init__(self, decision: GateDecision) -> None:
+        super().__init__("evaluation gate failed: " + "; ".join(decision.failures))
+        self.decision = decision
+
+
+def _number(metrics: Mapping[str, MetricValue], key: str) -> float | None:
+    value = metrics.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def evaluate_gate(
+    metrics: Mapping[str, MetricValue],
+    config: GateConfig,
+    baseline: Mapping[str, MetricValue] | None = None,
+    baseline_name: str = "baseline",
+) -> GateDecision:
+    """Run the checks of the module doc over a candidate's (and a baseline's) metrics."""
+    checks: list[GateCheck] = []
+    f1 = _number(metrics, "macro_f1")
+    if f1 is None:
+        checks.append(GateCheck("min_macro_f1", False, "the metrics have no macro_f1"))
+        return GateDecision(tuple(checks), config.enforce)
+
+    checks.append(
+        GateCheck(
+            "min_macro_f1",
+            f1 >= config.min_macro_f1,
+            f"macro-F1 {f1:.4f} {'>=' if f1 >= config.min_macro_f1 else '<'} "
+            f"threshold {config.min_macro_f1:.4f}",
+        )
+    )
+
+    rules = _number(metrics, "rules_macro_f1")
+    if rules is None:
+        if config.require_beat_rules:
+            checks.append(GateCheck("beats_rules", True, "rules not scored; check skipped"))
+    else:
+        margin = config.min_margin_over_rules
+        ok = f1 > rules + margin
+        detail = f"macro-F1 {f1:.4f} {'>' if ok else '<='} rules {rules:.4f}"
+        if margin:
+            detail += f" + margin {margin:.4f}"
+        if not config.require_beat_rules:
+            detail += " (not required)"
+        checks.append(GateCheck("beats_rules", ok or not config.require_beat_rules, detail))
+
+    if config.min_margin_over_baseline is not None and baseline is not None:
+        base = _number(baseline, "macro_f1")
+        if base is None:
+            checks.append(
+                GateCheck(
+                    "beats_baseline", False, f"{baseline_name} has no macro_f1 to compare with"
+                )
+            )
+        else:
+            needed = base + config.min_margin_over_baseline
+            ok = f1 >= needed
+            checks.append(
+                GateCheck(
+                    "beats_baseline",
+                    ok,
+                    f"macro-F1 {f1:.4f} {'>=' if ok else '<'} {baseline_name} {base:.4f} "
+                    f"+ margin {config.min_margin_over_baseline:.4f}",
+                )
+            )
+    return GateDecision(tuple(checks), config.enforce)
