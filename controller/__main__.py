@@ -77,6 +77,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=env("MODELROLLOUT_WEBHOOK_TOKEN_FILE"),
         help="file holding the webhook bearer token (else $MODELROLLOUT_WEBHOOK_TOKEN)",
     )
+    p.add_argument(
+        "--configmap-resync",
+        type=float,
+        default=30.0,
+        help="seconds after which a serving ConfigMap is re-read to repair drift",
+    )
     p.add_argument("--bind", default="0.0.0.0", help="address of the metrics and webhook ports")
     p.add_argument(
         "--log-level",
@@ -107,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             webhook_port=args.webhook_port,
             webhook_token_file=args.webhook_token_file,
             bind=args.bind,
+            configmap_ttl=args.configmap_resync,
         )
     )
     registry = kopf.OperatorRegistry()
