@@ -50,6 +50,7 @@ from testbed.ports import LOOPBACK, free_port
 from testbed.process import (
     ServerProcess,
     TestbedError,
+    keep_workdirs,
     register_cleanup,
     remove_tree,
     unregister_cleanup,
@@ -186,7 +187,7 @@ class ControlPlane:
         self._processes = []
 
     def _remove_workdir(self) -> None:
-        if self._workdir is not None and self._given_workdir is None:
+        if self._workdir is not None and self._given_workdir is None and not keep_workdirs():
             remove_tree(self._workdir)
         self._workdir = None
 

@@ -9,8 +9,9 @@ The registry is what makes teardown reliable when a test run ends badly:
   and an :mod:`atexit` hook stops whatever is left;
 - SIGTERM or SIGHUP (a CI timeout, a closed terminal): a handler stops everything, then
   re-delivers the signal with its default action so the exit status stays honest;
-- SIGKILL of the Python process: nothing in Python can run, so on Linux each server is
-  started with ``PR_SET_PDEATHSIG`` and the kernel kills it when its parent dies.
+- SIGKILL of the Python process: nothing in Python can run, so on Linux each server
+  started from the main thread gets ``PR_SET_PDEATHSIG`` and the kernel kills it when its
+  parent dies (servers started from other threads rely on the first two only).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ T = TypeVar("T")
 __all__ = [
     "ServerProcess",
     "TestbedError",
+    "keep_workdirs",
     "register_cleanup",
     "remove_tree",
     "unregister_cleanup",
@@ -122,11 +124,28 @@ def _install_hooks() -> None:
 
 
 _PR_SET_PDEATHSIG = 1
+# Resolved here, in the parent: between fork and exec the child must not load libraries.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _may_die_with_parent() -> bool:
+    # The kernel's "parent" is the forking *thread*: a server started from a worker thread
+    # would be killed when that thread ends, so only the main thread asks for it.
+    return _prctl is not None and threading.current_thread() is threading.main_thread()
+
+
+KEEP_ENV = "MODELROLLOUT_KEEP_TESTBED"
+
+
+def keep_workdirs() -> bool:
+    """True when MODELROLLOUT_KEEP_TESTBED=1: keep temporary work directories (logs, data)
+    after the servers stop, to read them after a failure. Processes are stopped anyway."""
+    return os.environ.get(KEEP_ENV) == "1"
 
 
 def remove_tree(path: Path) -> None:
@@ -184,7 +203,7 @@ class ServerProcess:
                 env=self._env,
                 cwd=self._cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if _may_die_with_parent() else None,  # noqa: PLW1509
             )
         except OSError as exc:
             self._log.close()
@@ -198,7 +217,7 @@ class ServerProcess:
     def returncode(self) -> int | None:
         return self._popen.poll() if self._popen is not None else None
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 60) -> str:
         """The last ``lines`` lines of the server's combined stdout and stderr."""
         try:
             text = self.log_path.read_text(errors="replace")

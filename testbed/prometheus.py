@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from testbed.process import TestbedError, wait_until
 from testbed.reloadable import ReloadableServer, ServerUnavailableError
@@ -58,8 +58,13 @@ class Prometheus(ReloadableServer):
     """Prometheus on ``127.0.0.1:<port>`` with a configuration generated from arguments.
 
     ``targets``: :class:`ScrapeTarget` or plain ``host:port`` strings. ``rule_files``:
-    Prometheus rule files (YAML) to load. ``alertmanager``: ``host:port`` or URL of an
-    Alertmanager to send alerts to. Intervals are Prometheus durations (``"1s"``).
+    Prometheus rule files (YAML) to load; ``rules``: rule file texts by name, written into
+    the work directory. ``alertmanager``: ``host:port`` or URL of an Alertmanager to send
+    alerts to. Intervals are Prometheus durations (``"1s"``).
+
+    Prometheus applies service discovery in batches every 5 s, so :meth:`start` and every
+    reload (:meth:`set_targets`, :meth:`write_rules`, ...) wait up to ~6 s until the targets
+    and the Alertmanager are in effect. Pass everything to the constructor to pay it once.
     """
 
     name = "prometheus"
@@ -69,6 +74,7 @@ class Prometheus(ReloadableServer):
         targets: Iterable[ScrapeTarget | str] = (),
         *,
         rule_files: Iterable[Path] = (),
+        rules: Mapping[str, str] | None = None,
         alertmanager: str | None = None,
         scrape_interval: str = "1s",
         evaluation_interval: str = "1s",
@@ -81,12 +87,26 @@ class Prometheus(ReloadableServer):
         self.binary = system_tool(*PROMETHEUS_NAMES)
         self.targets: list[ScrapeTarget] = [_target(t) for t in targets]
         self.rule_files: list[Path] = list(rule_files)
+        self._rule_texts = dict(rules or {})
         self.alertmanager = alertmanager
         self.scrape_interval = scrape_interval
         self.evaluation_interval = evaluation_interval
         self._extra_args = list(extra_args)
 
     # -- configuration ---------------------------------------------------------------------
+
+    def start(self) -> Self:
+        for name, text in self._rule_texts.items():
+            path = self._rule_path(name)
+            path.write_text(text)
+            if path not in self.rule_files:
+                self.rule_files.append(path)
+        return super().start()
+
+    def _rule_path(self, name: str) -> Path:
+        path = self.workdir / "rules" / f"{name}.yml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _argv(self) -> list[str]:
         return [
@@ -136,19 +156,29 @@ class Prometheus(ReloadableServer):
         return config
 
     def _settled(self) -> None:
-        if not self.alertmanager:
-            return
-        wanted = _host_port(self.alertmanager)
+        """Wait until the configured targets and Alertmanager are discovered.
 
-        def alertmanager_known() -> bool:
+        Prometheus batches service-discovery updates every 5 s, so a (re)load takes effect
+        up to ~6 s later; waiting here makes "started" and "reloaded" mean "in effect".
+        """
+        wanted_targets = {f"http://{t.address}{t.metrics_path}" for t in self.targets}
+        wanted_am = _host_port(self.alertmanager) if self.alertmanager else None
+
+        def in_effect() -> bool:
+            active = {t["scrapeUrl"] for t in self.active_targets()}
+            if active != wanted_targets:
+                return False
+            if wanted_am is None:
+                return True
             found = self._get_json("/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
-            return any(wanted in am["url"] for am in found)
+            return any(wanted_am in am["url"] for am in found)
 
         wait_until(
-            alertmanager_known,
+            in_effect,
             timeout=self.start_timeout,
-            interval=0.2,
-            what=f"Prometheus to discover its Alertmanager {wanted}",
+            interval=0.1,
+            what=f"Prometheus to discover targets {sorted(wanted_targets)} "
+            f"and Alertmanager {wanted_am}",
             on_timeout=self.log_tail,
         )
 
@@ -167,8 +197,7 @@ class Prometheus(ReloadableServer):
 
     def write_rules(self, name: str, text: str) -> Path:
         """Write a rule file ``<workdir>/rules/<name>.yml`` and load it with the others."""
-        path = self.workdir / "rules" / f"{name}.yml"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._rule_path(name)
         path.write_text(text)
         if path not in self.rule_files:
             self.rule_files.append(path)

@@ -21,6 +21,7 @@ from testbed.ports import LOOPBACK, free_port
 from testbed.process import (
     ServerProcess,
     TestbedError,
+    keep_workdirs,
     register_cleanup,
     remove_tree,
     unregister_cleanup,
@@ -131,7 +132,7 @@ class ReloadableServer:
         """Stop the process and remove the temporary directory. Idempotent."""
         with self._lock:
             self.stop()
-            if self._workdir is not None and self._given_workdir is None:
+            if self._workdir is not None and self._given_workdir is None and not keep_workdirs():
                 remove_tree(self._workdir)
             self._workdir = None
             unregister_cleanup(self)
