@@ -1,0 +1,559 @@
+"""The controller as users run it (``python -m controller``) against a real API server and
+a real Prometheus. Pods are stood in for by what the controller actually reads: report
+Leases written by the test, and the service's metrics served by a loopback exporter that
+a background thread feeds like traffic would (good, disagreeing or slow candidate).
+
+Timing: analysis every 1 s over a 5 s window, Prometheus scraping every 1 s; every wait
+polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from service.metric_names import (
+    INFERENCE_BUCKETS,
+    INFERENCE_SECONDS,
+    MODEL_ERRORS_TOTAL,
+    SHADOW_COMPARISONS_TOTAL,
+)
+from service.serving_config import (
+    CONFIGMAP_KEY,
+    LEASE_DURATION_SECONDS,
+    REPORT_ANNOTATION,
+    TARGET_LABEL,
+    ServingConfig,
+    configmap_name,
+    lease_name,
+)
+from testbed.alertmanager import Alertmanager
+from testbed.controlplane import ControlPlane
+from testbed.exporter import MetricsExporter
+from testbed.ports import free_port
+from testbed.process import TestbedError, wait_until
+from testbed.prometheus import Prometheus
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "modelrollout.io_modelrollouts.yaml"
+TARGET = "suggest"
+
+# ------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture(scope="module")
+def crd(control_plane: ControlPlane) -> None:
+    control_plane.kubectl("apply", "-f", str(CRD))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s"
+    )
+
+
+class ControllerProcess:
+    """``python -m controller --standalone`` watching one namespace."""
+
+    def __init__(
+        self, control_plane: ControlPlane, namespace: str, workdir: Path, prometheus_url: str
+    ) -> None:
+        self.kubeconfig = control_plane.admin_kubeconfig
+        self.namespace = namespace
+        self.prometheus_url = prometheus_url
+        self.token = secrets.token_hex(16)
+        self.token_file = workdir / "webhook-token"
+        self.token_file.write_text(self.token + "\n")
+        self.log = workdir / "controller.log"
+        self.metrics_port = free_port()
+        self.webhook_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}/alertmanager/webhook"
+
+    def start(self) -> None:
+        argv = [
+            sys.executable, "-m", "controller", "--standalone",
+            f"--namespace={self.namespace}",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--prometheus-url={self.prometheus_url}",
+            f"--metrics-port={self.metrics_port}",
+            f"--webhook-port={self.webhook_port}",
+            f"--webhook-token-file={self.token_file}",
+            "--bind=127.0.0.1", "--tick=0.5", "--configmap-resync=2", "--log-level=info",
+        ]  # fmt: skip
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+        def healthy() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise TestbedError(f"controller exited {self.proc.returncode}:\n{self.tail()}")
+            try:
+                return httpx.get(f"http://127.0.0.1:{self.metrics_port}/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout=30, what="controller /healthz", on_timeout=self.tail)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as when a node dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text
+
+
+class FakeTraffic:
+    """Feeds the exporter the service's metrics for one candidate, ~100 comparisons/s."""
+
+    def __init__(self, exporter: MetricsExporter, candidate: str) -> None:
+        self.exporter = exporter
+        self.candidate = candidate
+        self.agreement = 0.97
+        self.latency = 0.002
+        self.error_rate = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> FakeTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        e, v = self.exporter, self.candidate
+        while not self._stop.wait(0.1):
+            agree = round(10 * self.agreement)
+            for category, n in (("coffee", agree // 2), ("rent", agree - agree // 2)):
+                e.inc(
+                    SHADOW_COMPARISONS_TOTAL,
+                    n,
+                    {
+                        "baseline": "stable",
+                        "shadow_version": v,
+                        "category": category,
+                        "agree": "true",
+                    },
+                )
+            e.inc(
+                SHADOW_COMPARISONS_TOTAL,
+                10 - agree,
+                {"baseline": "stable", "shadow_version": v, "category": "coffee", "agree": "false"},
+            )
+            labels = {"role": "candidate", "model_version": v}
+            for le in [*INFERENCE_BUCKETS, float("inf")]:
+                if self.latency <= le:
+                    e.inc(f"{INFERENCE_SECONDS}_bucket", 10, {**labels, "le": _le(le)})
+                else:
+                    e.inc(f"{INFERENCE_SECONDS}_bucket", 0, {**labels, "le": _le(le)})
+            e.inc(f"{INFERENCE_SECONDS}_count", 10, labels)
+            e.inc(f"{INFERENCE_SECONDS}_sum", 10 * self.latency, labels)
+            e.inc(MODEL_ERRORS_TOTAL, 10 * self.error_rate, labels)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+class Cluster:
+    """kubectl for one namespace, with the reads the tests make."""
+
+    def __init__(self, control_plane: ControlPlane, namespace: str) -> None:
+        self.cp = control_plane
+        self.ns = namespace
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return self.cp.kubectl("-n", self.ns, *args, input=input).stdout
+
+    def apply(self, body: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+
+    def rollout(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.kubectl("get", "mro", name, "-o", "json"))
+        return result
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.rollout(name).get("status") or {})
+
+    def serving(self) -> ServingConfig | None:
+        got = self.cp.kubectl(
+            "-n", self.ns, "get", "configmap", configmap_name(TARGET), "-o", "json", check=False
+        )
+        if got.returncode != 0:
+            return None
+        return ServingConfig.from_json(json.loads(got.stdout)["data"][CONFIGMAP_KEY])
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = json.loads(
+            self.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}",
+                         "-o", "json")
+        )  # fmt: skip
+        items: list[dict[str, Any]] = out["items"]
+        return items
+
+    def report(self, pod: str, generation: int, **load_errors: str) -> None:
+        """What a suggestion pod writes: its Lease with the generation it serves."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        report = {"pod": pod, "generation": generation, "load_errors": load_errors}
+        self.apply({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": lease_name(TARGET, pod),
+                "labels": {TARGET_LABEL: TARGET},
+                "annotations": {REPORT_ANNOTATION: json.dumps(report)},
+            },
+            "spec": {"holderIdentity": pod, "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                     "renewTime": now, "acquireTime": now},
+        })  # fmt: skip
+
+    def wait_status(
+        self,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        what: str,
+        controller: ControllerProcess,
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            st = self.status(name)
+            return st if predicate(st) else None
+
+        def explain() -> str:
+            return f"status: {json.dumps(self.status(name), indent=1)[-3000:]}\n{controller.tail()}"
+
+        return wait_until(probe, timeout=timeout, interval=0.2, what=what, on_timeout=explain)
+
+
+def rollout_body(name: str, version: str, prometheus_url: str, **spec: Any) -> dict[str, Any]:
+    analysis = {
+        "prometheusURL": prometheus_url,
+        "interval": "1s",
+        "window": "5s",
+        "minSamples": 30,
+        "inconclusiveLimit": 3,
+        **spec.pop("analysis", {}),
+    }
+    return {
+        "apiVersion": "modelrollout.io/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": name},
+        "spec": {
+            "target": TARGET,
+            "model": {"version": version},
+            "shadow": {"percent": 100, "passes": 2},
+            "canary": {"percent": 100, "steps": [10, 50], "stepInterval": "1s"},
+            "analysis": analysis,
+            **spec,
+        },
+    }
+
+
+@pytest.fixture
+def env(
+    crd: None,
+    control_plane: ControlPlane,
+    namespace: str,
+    prometheus: Prometheus,
+    metrics_exporter: MetricsExporter,
+    tmp_path: Path,
+) -> Iterator[tuple[Cluster, ControllerProcess]]:
+    prometheus.set_targets([metrics_exporter.address])
+    controller = ControllerProcess(control_plane, namespace, tmp_path, prometheus.url)
+    controller.start()
+    try:
+        yield Cluster(control_plane, namespace), controller
+    finally:
+        controller.stop()
+
+
+def phase_is(*phases: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda st: st.get("phase") in phases
+
+
+# ------------------------------------------------------------------------------ apiserver only
+
+
+def test_rollout_is_reconciled_into_the_serving_configmap_and_status(
+    env: tuple[Cluster, ControllerProcess], prometheus: Prometheus
+) -> None:
+    cluster, controller = env
+    cluster.apply(rollout_body("r1", "v2", prometheus.url))
+    st = cluster.wait_status("r1", phase_is("Shadow"), "phase Shadow", controller)
+    assert st["candidateVersion"] == "v2"
+    serving = wait_until(cluster.serving, timeout=10, what="the serving ConfigMap")
+    assert (serving.stable, serving.candidate, serving.shadow_percent) == (None, "v2", 100.0)
+    assert serving.generation == st["servingGeneration"]
+    assert serving.rollout == f"{cluster.ns}/r1"
+    cm = json.loads(cluster.kubectl("get", "configmap", configmap_name(TARGET), "-o", "json"))
+    owner = cm["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("ModelRollout", "r1")
+    assert any(e["reason"] == "Started" for e in cluster.events("r1"))
+
+
+def test_convergence_follows_the_pods_reports(
+    env: tuple[Cluster, ControllerProcess], prometheus: Prometheus
+) -> None:
+    cluster, controller = env
+    cluster.apply(rollout_body("r2", "v2", prometheus.url))
+    st = cluster.wait_status("r2", phase_is("Shadow"), "phase Shadow", controller)
+    gen = st["servingGeneration"]
+    cluster.report("pod-a", gen - 1)
+    cluster.report("pod-b", gen)
+
+    def converged(status: dict[str, Any]) -> Any:
+        return next(c for c in status.get("conditions", []) if c["type"] == "Converged")
+
+    st = cluster.wait_status(
+        "r2", lambda s: s.get("pods") == {"live": 2, "converged": 1}, "one of two pods", controller
+    )
+    assert converged(st)["status"] == "False"
+    cluster.report("pod-a", gen)
+    st = cluster.wait_status(
+        "r2", lambda s: s.get("pods") == {"live": 2, "converged": 2}, "both pods", controller
+    )
+    assert converged(st)["status"] == "True"
+
+
+def test_candidate_that_fails_to_load_fails_the_rollout_and_leaves_serving(
+    env: tuple[Cluster, ControllerProcess], prometheus: Prometheus
+) -> None:
+    cluster, controller = env
+    cluster.apply(rollout_body("r3", "v2", prometheus.url))
+    st = cluster.wait_status("r3", phase_is("Shadow"), "phase Shadow", controller)
+    cluster.report("pod-a", st["servingGeneration"], v2="sha256 of model.txt differs")
+    st = cluster.wait_status("r3", phase_is("Failed"), "phase Failed", controller)
+    assert "sha256 of model.txt differs" in st["message"]
+    assert st["quarantined"][0]["version"] == "v2"
+    serving = cluster.serving()
+    assert serving is not None
+    assert serving.candidate is None
+    assert any(e["reason"] == "LoadError" and e["type"] == "Warning" for e in cluster.events("r3"))
+
+
+def test_deleted_serving_configmap_is_put_back(
+    env: tuple[Cluster, ControllerProcess], prometheus: Prometheus
+) -> None:
+    cluster, controller = env
+    cluster.apply(rollout_body("r4", "v2", prometheus.url))
+    cluster.wait_status("r4", phase_is("Shadow"), "phase Shadow", controller)
+    first = wait_until(cluster.serving, timeout=10, what="the serving ConfigMap")
+    cluster.kubectl("delete", "configmap", configmap_name(TARGET))
+    again = wait_until(cluster.serving, timeout=20, what="the ConfigMap written again")
+    assert again == first
+
+
+def test_second_rollout_of_the_same_target_is_refused(
+    env: tuple[Cluster, ControllerProcess], prometheus: Prometheus
+) -> None:
+    cluster, controller = env
+    cluster.apply(rollout_body("first", "v2", prometheus.url))
+    cluster.wait_status("first", phase_is("Shadow"), "phase Shadow", controller)
+    cluster.apply(rollout_body("second", "v3", prometheus.url))
+    st = cluster.wait_status("second", phase_is("Conflict"), "phase Conflict", controller)
+    assert "first" in st["message"]
+    serving = cluster.serving()
+    assert serving is not None
+    assert serving.candidate == "v2"
+
+
+def test_abort_request_rolls_back_and_retry_starts_over(
+    env: tuple[Cluster, ControllerProcess], prometheus: Prometheus
+) -> None:
+    cluster, controller = env
+    cluster.apply(rollout_body("r5", "v2", prometheus.url))
+    cluster.wait_status("r5", phase_is("Shadow"), "phase Shadow", controller)
+    cluster.kubectl("annotate", "--overwrite", "mro", "r5", "modelrollout.io/abort=t1")
+    st = cluster.wait_status("r5", phase_is("RolledBack"), "phase RolledBack", controller)
+    assert st["history"][-1]["reason"] == "ManualAbort"
+    cluster.kubectl("patch", "mro", "r5", "--type=merge", "-p", '{"spec":{"retry":1}}')
+    st = cluster.wait_status("r5", phase_is("Shadow"), "Shadow again", controller)
+    assert st["history"][-1]["reason"] == "Retry"
+
+
+# ------------------------------------------------------------------------------ with Prometheus
+
+
+def test_good_model_goes_shadow_canary_promotion(
+    env: tuple[Cluster, ControllerProcess],
+    prometheus: Prometheus,
+    metrics_exporter: MetricsExporter,
+) -> None:
+    cluster, controller = env
+    with FakeTraffic(metrics_exporter, "v2"):
+        cluster.apply(rollout_body("good", "v2", prometheus.url))
+        st = cluster.wait_status("good", phase_is("Succeeded"), "phase Succeeded", controller, 90)
+    assert st["stableVersion"] == "v2"
+    assert "candidateVersion" not in st
+    path = [(h["to"], h["reason"]) for h in st["history"]]
+    assert path == [
+        ("Shadow", "Started"),
+        ("Canary", "ShadowPassed"),
+        ("Canary", "StepAdvanced"),
+        ("Canary", "StepAdvanced"),
+        ("Promoting", "CanaryPassed"),
+        ("Succeeded", "Promoted"),
+    ]
+    assert st["lastAnalysis"]["outcome"] == "Pass"
+    assert st["lastAnalysis"]["figures"]["agreement"] > 0.9
+    serving = cluster.serving()
+    assert serving is not None
+    assert (serving.stable, serving.candidate, serving.canary_percent) == ("v2", None, 0.0)
+    text = controller.metrics()
+    assert 'modelrollout_controller_analyses_total{outcome="Pass"}' in text
+
+
+@pytest.mark.parametrize(
+    ("breach", "reason"),
+    [
+        pytest.param({"agreement": 0.5}, "agreement", id="disagreeing-model"),
+        pytest.param({"latency": 0.2}, "p95 latency", id="slow-model"),
+    ],
+)
+def test_bad_model_is_rolled_back_with_the_reason(
+    env: tuple[Cluster, ControllerProcess],
+    prometheus: Prometheus,
+    metrics_exporter: MetricsExporter,
+    breach: dict[str, float],
+    reason: str,
+) -> None:
+    cluster, controller = env
+    with FakeTraffic(metrics_exporter, "v2") as traffic:
+        for key, value in breach.items():
+            setattr(traffic, key, value)
+        cluster.apply(rollout_body(
+            "bad", "v2", prometheus.url,
+            analysis={"thresholds": {"maxLatencyP95Seconds": 0.05}},
+        ))  # fmt: skip
+        st = cluster.wait_status("bad", phase_is("RolledBack"), "phase RolledBack", controller)
+    assert st["history"][-1]["reason"] == "AnalysisFailed"
+    assert reason in st["message"]
+    assert st["quarantined"][-1]["version"] == "v2"
+    serving = cluster.serving()
+    assert serving is not None
+    assert serving.candidate is None
+    warnings = [e for e in cluster.events("bad") if e["type"] == "Warning"]
+    assert any(e["reason"] == "AnalysisFailed" and reason in e["message"] for e in warnings)
+    assert 'modelrollout_controller_rollbacks_total{reason="AnalysisFailed"} 1.0' in (
+        controller.metrics()
+    )
+
+
+def test_prometheus_down_is_inconclusive_and_the_rollout_holds(
+    env: tuple[Cluster, ControllerProcess], prometheus: Prometheus
+) -> None:
+    cluster, controller = env
+    prometheus.stop()
+    cluster.apply(rollout_body("blind", "v2", prometheus.url))
+    st = cluster.wait_status(
+        "blind", lambda s: s.get("consecutiveInconclusive", 0) >= 4, "4 inconclusive", controller
+    )
+    assert st["phase"] == "Shadow"
+    assert st["lastAnalysis"]["outcome"] == "Inconclusive"
+    assert "unreachable" in st["lastAnalysis"]["reasons"][0]
+    assert any(e["reason"] == "AnalysisHeld" for e in cluster.events("blind"))
+
+
+def test_controller_killed_mid_rollout_resumes_without_advancing_twice(
+    env: tuple[Cluster, ControllerProcess],
+    prometheus: Prometheus,
+    metrics_exporter: MetricsExporter,
+) -> None:
+    cluster, controller = env
+    with FakeTraffic(metrics_exporter, "v2"):
+        cluster.apply(rollout_body(
+            "phoenix", "v2", prometheus.url,
+            canary={"percent": 100, "steps": [10, 20, 50], "stepInterval": "2s"},
+        ))  # fmt: skip
+        cluster.wait_status("phoenix", phase_is("Canary"), "phase Canary", controller, 60)
+        controller.kill()
+        before = cluster.status("phoenix")
+        controller.start()
+        st = cluster.wait_status("phoenix", phase_is("Succeeded"), "Succeeded", controller, 90)
+    steps = [h["message"] for h in st["history"] if h["reason"] == "StepAdvanced"]
+    assert len(steps) == len(set(steps)) == 3, steps
+    assert before["servingGeneration"] <= st["servingGeneration"]
+    gens = [h for h in st["history"] if h["to"] == "Promoting"]
+    assert len(gens) == 1
+
+
+# ------------------------------------------------------------------------------ alerts
+
+
+def test_firing_alert_from_alertmanager_rolls_back(
+    env: tuple[Cluster, ControllerProcess], prometheus: Prometheus
+) -> None:
+    cluster, controller = env
+    cluster.apply(
+        rollout_body("alerted", "v2", prometheus.url, alerts={"matchLabels": {"team": "ml"}})
+    )
+    cluster.wait_status("alerted", phase_is("Shadow"), "phase Shadow", controller)
+    with Alertmanager(controller.webhook_url, bearer_token=controller.token) as am:
+        am.fire({"alertname": "SuggestAgreementDrop", "team": "ml", "severity": "page"},
+                {"summary": "agreement below 75%"})  # fmt: skip
+        st = cluster.wait_status("alerted", phase_is("RolledBack"), "RolledBack", controller, 30)
+    assert st["history"][-1]["reason"] == "AlertFiring"
+    assert "SuggestAgreementDrop" in st["message"]
+    assert st["alerts"][0]["alertname"] == "SuggestAgreementDrop"
+    serving = cluster.serving()
+    assert serving is not None
+    assert serving.candidate is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [pytest.param({}, id="no-token"), pytest.param({"Authorization": "Bearer wrong"}, id="wrong")],
+)
+def test_webhook_without_the_token_changes_nothing(
+    env: tuple[Cluster, ControllerProcess], prometheus: Prometheus, headers: dict[str, str]
+) -> None:
+    cluster, controller = env
+    cluster.apply(rollout_body("guarded", "v2", prometheus.url))
+    cluster.wait_status("guarded", phase_is("Shadow"), "phase Shadow", controller)
+    payload = {
+        "version": "4",
+        "status": "firing",
+        "alerts": [{"status": "firing", "fingerprint": "f00", "startsAt": "2026-01-01T00:00:00Z",
+                    "labels": {"alertname": "X", "modelrollout": "guarded"}}],
+    }  # fmt: skip
+    resp = httpx.post(controller.webhook_url, json=payload, headers=headers)
+    assert resp.status_code == 401
+    st = cluster.status("guarded")
+    assert st["phase"] == "Shadow"
+    assert not st.get("alerts")
+    # The same request with the token does roll back: the refusal was the token alone.
+    ok = httpx.post(
+        controller.webhook_url, json=payload,
+        headers={"Authorization": f"Bearer {controller.token}"},
+    )  # fmt: skip
+    assert ok.status_code == 200
+    assert ok.json()["matched"][0]["rollout"] == f"{cluster.ns}/guarded"
+    cluster.wait_status("guarded", phase_is("RolledBack"), "RolledBack", controller, 20)
