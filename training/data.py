@@ -536,7 +536,6 @@ def read_transactions(path: Path) -> pd.DataFrame:
                 dtype={c: str for c in TEXT_COLUMNS},
                 keep_default_na=False,
                 na_values={"amount": ["", "NA", "NaN", "nan", "null"]},
-                float_precision="round_trip",
             )
         else:
             raise DataError(f"{path}: unknown format; expected .csv, .csv.gz, .parquet or .pq")

@@ -17,10 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
 
+from training.gate import MetricValue
 from training.train import CrossValidation, TrainedModel, features_of
-
-MetricValue = float | dict[str, float] | list[list[int]]
-"""A value of ``Manifest.metrics``."""
 
 ECE_BINS: Final = 15
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.evaluate import MetricValue
+MetricValue = float | dict[str, float] | list[list[int]]
+"""A value of ``Manifest.metrics``: a number, a per-class map, or the confusion matrix."""
 
 
 class GateConfig(BaseModel):
@@ -46,6 +47,8 @@ class GateCheck:
     name: str
     passed: bool
     detail: str
+    required: bool = True
+    """An unrequired check is reported, never fails the gate."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class GateDecision:
 
     @property
     def checks_passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return all(c.passed or not c.required for c in self.checks)
 
     @property
     def publish(self) -> bool:
@@ -64,10 +67,13 @@ class GateDecision:
 
     @property
     def failures(self) -> tuple[str, ...]:
-        return tuple(c.detail for c in self.checks if not c.passed)
+        return tuple(c.detail for c in self.checks if c.required and not c.passed)
 
     def summary(self) -> str:
-        lines = [f"{'pass' if c.passed else 'FAIL'}  {c.name}: {c.detail}" for c in self.checks]
+        lines = [
+            f"{'pass' if c.passed else 'FAIL' if c.required else 'info'}  {c.name}: {c.detail}"
+            for c in self.checks
+        ]
         if not self.checks_passed and not self.enforced:
             lines.append("gate not enforced: publishing anyway")
         return "\n".join(lines)
@@ -118,9 +124,7 @@ def evaluate_gate(
         detail = f"macro-F1 {f1:.4f} {'>' if ok else '<='} rules {rules:.4f}"
         if margin:
             detail += f" + margin {margin:.4f}"
-        if not config.require_beat_rules:
-            detail += " (not required)"
-        checks.append(GateCheck("beats_rules", ok or not config.require_beat_rules, detail))
+        checks.append(GateCheck("beats_rules", ok, detail, required=config.require_beat_rules))
 
     if config.min_margin_over_baseline is not None and baseline is not None:
         base = _number(baseline, "macro_f1")
@@ -142,3 +146,38 @@ def evaluate_gate(
                 )
             )
     return GateDecision(tuple(checks), config.enforce)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    propose: bool
+    reason: str
+
+
+def proposal_decision(
+    metrics: Mapping[str, MetricValue],
+    stable: Mapping[str, MetricValue] | None,
+    margin: float,
+    stable_name: str = "stable",
+) -> Proposal:
+    """Whether to propose a published model to a rollout whose stable has ``stable`` metrics.
+
+    With no stable version there is nothing to beat. Otherwise the new macro-F1 must be
+    at least the stable's + ``margin``: 0.84 against 0.82 with margin 0.01 is proposed,
+    0.83 against 0.82 with margin 0.02 is not.
+    """
+    f1 = _number(metrics, "macro_f1")
+    if f1 is None:
+        return Proposal(False, "not proposed: the new model has no macro_f1")
+    if stable is None:
+        return Proposal(True, "proposed: the rollout has no stable version to beat")
+    base = _number(stable, "macro_f1")
+    if base is None:
+        return Proposal(False, f"not proposed: {stable_name} has no macro_f1 to compare with")
+    if f1 >= base + margin:
+        return Proposal(
+            True, f"proposed: macro-F1 {f1:.4f} >= {stable_name} {base:.4f} + {margin:.4f}"
+        )
+    return Proposal(
+        False, f"not proposed: macro-F1 {f1:.4f} < {stable_name} {base:.4f} + {margin:.4f}"
+    )

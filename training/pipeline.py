@@ -36,8 +36,8 @@ from training.data import (
     read_transactions,
     validate_transactions,
 )
-from training.evaluate import Evaluation, MetricValue, RuleSuggester, evaluate_model
-from training.gate import GateConfig, GateDecision, GateRejectedError, evaluate_gate
+from training.evaluate import Evaluation, RuleSuggester, evaluate_model
+from training.gate import GateConfig, GateDecision, GateRejectedError, MetricValue, evaluate_gate
 from training.publish import (
     RetentionResult,
     VersionExistsError,

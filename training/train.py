@@ -21,8 +21,11 @@ The recipe (why each step):
 from __future__ import annotations
 
 import inspect
+import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import lightgbm as lgb
@@ -67,7 +70,9 @@ class TrainParams(BaseModel):
     calibration_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     cv_folds: int = Field(default=0, ge=0, le=20)
-    n_jobs: int | None = Field(default=None, description="threads; None: LightGBM's default")
+    n_jobs: int | None = Field(
+        default=None, ge=1, description="threads; None: the CPUs this process may use"
+    )
 
     @model_validator(mode="after")
     def _fractions_leave_training_rows(self) -> TrainParams:
@@ -83,7 +88,14 @@ class TrainParams(BaseModel):
     @classmethod
     def quick(cls, **overrides: Any) -> TrainParams:
         """Small and fast (well under a second on a few thousand rows): for tests and demos."""
-        base: dict[str, Any] = {"n_estimators": 40, "num_leaves": 15, "learning_rate": 0.2}
+        # One thread: on a few thousand rows it is as fast, and it does not collapse when
+        # other processes (parallel tests) compete for the cores, as OpenMP spinning does.
+        base: dict[str, Any] = {
+            "n_estimators": 40,
+            "num_leaves": 15,
+            "learning_rate": 0.2,
+            "n_jobs": 1,
+        }
         return cls.model_validate(base | overrides)
 
     def manifest_params(self, seed: int) -> dict[str, float | int | str | bool | None]:
@@ -216,6 +228,23 @@ def split_data(frame: pd.DataFrame, params: TrainParams, seed: int) -> DataSplit
     )
 
 
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota.
+
+    OpenMP would otherwise start one thread per CPU of the node, and a pod limited to two
+    CPUs on a 32-CPU node would spin 32 threads against its quota.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = cpus or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
 def _classifier(params: TrainParams, seed: int, n_estimators: int | None = None) -> Any:
     return lgb.LGBMClassifier(
         objective="multiclass",
@@ -227,7 +256,7 @@ def _classifier(params: TrainParams, seed: int, n_estimators: int | None = None)
         colsample_bytree=params.colsample_bytree,
         min_child_samples=params.min_child_samples,
         random_state=seed,
-        n_jobs=params.n_jobs,
+        n_jobs=params.n_jobs or available_cpus(),
         verbose=-1,
     )
 
