@@ -1,0 +1,1 @@
+"""The HTTP API: one router per resource, assembled in :mod:`service.app`."""

@@ -1,0 +1,45 @@
+"""The FastAPI application: routers assembled, error handling, and the service's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import feedback, probes, prometheus, serving, suggestions
+from service.api.errors import BodySizeLimit, install_error_handlers
+from service.runtime import SuggestionService
+from service.settings import Settings
+
+API_VERSION = "1.0.0"
+
+
+def create_app(
+    settings: Settings | None = None, *, service: SuggestionService | None = None
+) -> FastAPI:
+    """The app of one process. Its lifespan starts and stops the service's threads."""
+    if service is None:
+        service = SuggestionService(settings if settings is not None else Settings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(
+        title="modelrollout suggestion service",
+        version=API_VERSION,
+        summary="Categories for bank and card transactions, from rules and LightGBM models "
+        "rolled out by canary and shadow.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    for module in (suggestions, feedback, serving, probes, prometheus):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit)
+    return app
