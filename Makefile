@@ -15,7 +15,7 @@ setup: ## install everything (Debian packages, .venv, Go-built etcd/kube-apiserv
 	@hack/setup.sh
 
 demo: setup ## run a full rollout locally: control plane, Prometheus, suggestion processes, controller
-	$(VENV)/python -m testbed.demo
+	$(VENV)/python -m testbed.demo $(ARGS)
 
 test: setup lint typecheck ## lint, types, unit and integration tests (e2e skips without Docker)
 	$(VENV)/pytest

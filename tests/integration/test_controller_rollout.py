@@ -10,19 +10,13 @@ polls a condition with a deadline.
 from __future__ import annotations
 
 import json
-import secrets
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from service.metric_names import (
     INFERENCE_BUCKETS,
@@ -31,23 +25,15 @@ from service.metric_names import (
     SHADOW_COMPARISONS_TOTAL,
 )
 from service.serving_config import (
-    CONFIGMAP_KEY,
-    LEASE_DURATION_SECONDS,
-    REPORT_ANNOTATION,
-    TARGET_LABEL,
-    ServingConfig,
     configmap_name,
-    lease_name,
 )
 from testbed.alertmanager import Alertmanager
 from testbed.controlplane import ControlPlane
 from testbed.exporter import MetricsExporter
-from testbed.ports import free_port
-from testbed.process import TestbedError, wait_until
+from testbed.process import wait_until
 from testbed.prometheus import Prometheus
+from testbed.stack import CRD, Cluster, ControllerProcess, rollout_body
 
-ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "modelrollout.io_modelrollouts.yaml"
 TARGET = "suggest"
 
 # ------------------------------------------------------------------------------ helpers
@@ -59,73 +45,6 @@ def crd(control_plane: ControlPlane) -> None:
     control_plane.kubectl(
         "wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s"
     )
-
-
-class ControllerProcess:
-    """``python -m controller --standalone`` watching one namespace."""
-
-    def __init__(
-        self, control_plane: ControlPlane, namespace: str, workdir: Path, prometheus_url: str
-    ) -> None:
-        self.kubeconfig = control_plane.admin_kubeconfig
-        self.namespace = namespace
-        self.prometheus_url = prometheus_url
-        self.token = secrets.token_hex(16)
-        self.token_file = workdir / "webhook-token"
-        self.token_file.write_text(self.token + "\n")
-        self.log = workdir / "controller.log"
-        self.metrics_port = free_port()
-        self.webhook_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def webhook_url(self) -> str:
-        return f"http://127.0.0.1:{self.webhook_port}/alertmanager/webhook"
-
-    def start(self) -> None:
-        argv = [
-            sys.executable, "-m", "controller", "--standalone",
-            f"--namespace={self.namespace}",
-            f"--kubeconfig={self.kubeconfig}",
-            f"--prometheus-url={self.prometheus_url}",
-            f"--metrics-port={self.metrics_port}",
-            f"--webhook-port={self.webhook_port}",
-            f"--webhook-token-file={self.token_file}",
-            "--bind=127.0.0.1", "--tick=0.5", "--configmap-resync=2", "--log-level=info",
-        ]  # fmt: skip
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise TestbedError(f"controller exited {self.proc.returncode}:\n{self.tail()}")
-            try:
-                return httpx.get(f"http://127.0.0.1:{self.metrics_port}/healthz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, timeout=30, what="controller /healthz", on_timeout=self.tail)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup at all, as when a node dies."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-    def metrics(self) -> str:
-        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text
 
 
 class FakeTraffic:
@@ -181,100 +100,6 @@ class FakeTraffic:
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
-
-
-class Cluster:
-    """kubectl for one namespace, with the reads the tests make."""
-
-    def __init__(self, control_plane: ControlPlane, namespace: str) -> None:
-        self.cp = control_plane
-        self.ns = namespace
-
-    def kubectl(self, *args: str, input: str | None = None) -> str:
-        return self.cp.kubectl("-n", self.ns, *args, input=input).stdout
-
-    def apply(self, body: dict[str, Any]) -> None:
-        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
-
-    def rollout(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.kubectl("get", "mro", name, "-o", "json"))
-        return result
-
-    def status(self, name: str) -> dict[str, Any]:
-        return dict(self.rollout(name).get("status") or {})
-
-    def serving(self) -> ServingConfig | None:
-        got = self.cp.kubectl(
-            "-n", self.ns, "get", "configmap", configmap_name(TARGET), "-o", "json", check=False
-        )
-        if got.returncode != 0:
-            return None
-        return ServingConfig.from_json(json.loads(got.stdout)["data"][CONFIGMAP_KEY])
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = json.loads(
-            self.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}",
-                         "-o", "json")
-        )  # fmt: skip
-        items: list[dict[str, Any]] = out["items"]
-        return items
-
-    def report(self, pod: str, generation: int, **load_errors: str) -> None:
-        """What a suggestion pod writes: its Lease with the generation it serves."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        report = {"pod": pod, "generation": generation, "load_errors": load_errors}
-        self.apply({
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": lease_name(TARGET, pod),
-                "labels": {TARGET_LABEL: TARGET},
-                "annotations": {REPORT_ANNOTATION: json.dumps(report)},
-            },
-            "spec": {"holderIdentity": pod, "leaseDurationSeconds": LEASE_DURATION_SECONDS,
-                     "renewTime": now, "acquireTime": now},
-        })  # fmt: skip
-
-    def wait_status(
-        self,
-        name: str,
-        predicate: Callable[[dict[str, Any]], bool],
-        what: str,
-        controller: ControllerProcess,
-        timeout: float = 60,
-    ) -> dict[str, Any]:
-        def probe() -> dict[str, Any] | None:
-            st = self.status(name)
-            return st if predicate(st) else None
-
-        def explain() -> str:
-            return f"status: {json.dumps(self.status(name), indent=1)[-3000:]}\n{controller.tail()}"
-
-        return wait_until(probe, timeout=timeout, interval=0.2, what=what, on_timeout=explain)
-
-
-def rollout_body(name: str, version: str, prometheus_url: str, **spec: Any) -> dict[str, Any]:
-    analysis = {
-        "prometheusURL": prometheus_url,
-        "interval": "1s",
-        "window": "5s",
-        "minSamples": 30,
-        "inconclusiveLimit": 3,
-        **spec.pop("analysis", {}),
-    }
-    return {
-        "apiVersion": "modelrollout.io/v1alpha1",
-        "kind": "ModelRollout",
-        "metadata": {"name": name},
-        "spec": {
-            "target": TARGET,
-            "model": {"version": version},
-            "shadow": {"percent": 100, "passes": 2},
-            "canary": {"percent": 100, "steps": [10, 50], "stepInterval": "1s"},
-            "analysis": analysis,
-            **spec,
-        },
-    }
 
 
 @pytest.fixture

@@ -117,3 +117,38 @@ def test_chart_crds_are_the_repository_crds() -> None:
         assert copy.read_text() == path.read_text(), (
             f"{copy} differs from {path}: run `make sync-crds`"
         )
+
+
+def _container_args(docs: list[dict[str, Any]], kind: str, name: str) -> list[str]:
+    doc = next(d for d in by_kind(docs, kind) if d["metadata"]["name"] == name)
+    pod_owner = doc["spec"]["jobTemplate"] if kind == "CronJob" else doc
+    spec = pod_owner["spec"]["template"]["spec"]
+    args: list[str] = spec["containers"][0]["args"]
+    return args
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [(), ("controller.watchNamespaces={ml,ops}",), ("training.dataPath=data/txns.parquet",)],
+)
+def test_the_charts_arguments_are_accepted_by_the_programs_it_runs(sets: tuple[str, ...]) -> None:
+    """The chart and the CLIs change separately; a flag one renames must fail here, not in a pod."""
+    from controller.__main__ import parse_args  # noqa: PLC0415 - imports kopf
+    from training.__main__ import _parser  # noqa: PLC0415
+
+    docs = render("training.schedule=0 3 * * *", *sets)
+    controller = parse_args(_container_args(docs, "Deployment", "r1-modelrollout-controller"))
+    assert controller.webhook_token_file is not None
+    assert controller.peering == "r1-modelrollout"
+    if sets and sets[0].startswith("controller.watchNamespaces"):
+        assert controller.namespace == ["ml", "ops"]
+    else:
+        assert controller.all_namespaces
+    for kind, name in (
+        ("Job", "r1-modelrollout-train-initial"),
+        ("CronJob", "r1-modelrollout-train"),
+    ):
+        training = _parser().parse_args(_container_args(docs, kind, name))
+        assert training.command == "train"
+        assert str(training.models_root) == "/models"
+        assert training.protect_from_cluster
