@@ -9,7 +9,9 @@ from fastapi import Depends, Request
 from service.runtime import SuggestionService
 
 
-def get_service(request: Request) -> SuggestionService:
+async def get_service(request: Request) -> SuggestionService:
+    # async on purpose: FastAPI runs a plain ``def`` dependency on a worker thread, a
+    # thread hop per request that costs more than answering a small request.
     service: SuggestionService = request.app.state.service
     return service
 
