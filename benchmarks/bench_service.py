@@ -1,0 +1,339 @@
+"""Benchmark of the suggestion service on loopback (prints figures; not a test).
+
+What it measures, with real uvicorn processes (one worker each, ``python -m service``):
+
+1. one suggestion per request: rules only (``rules``), the stable model serving
+   (``model``), the stable model serving and the candidate computed in the shadow of 100%
+   of requests (``model+shadow``), and rules serving with the model in shadow
+   (``rules+shadow``, the original shadow mode): p50/p99 latency at concurrency 1 and
+   throughput at concurrency 8;
+2. the same for a trivial FastAPI endpoint served the same way, measured right after each
+   of them (the ratio compares figures taken side by side);
+3. transactions/s in batches of 1,000 (rules, model, model + 100% shadow), two
+   connections (two requests in flight: LightGBM runs on a worker thread without the GIL);
+4. RSS of the service process with two models loaded.
+
+Load comes from ``wrk`` (Debian package ``wrk``: ``apt-get install wrk``), a C load
+generator, so the client does not starve the server of the machine's two cores. Each run
+is bounded (``--seconds``); everything listens on 127.0.0.1 only.
+
+The models are trained here by ``training.pipeline.train_and_publish`` with its default
+parameters (the ones a user gets), unless ``--quick``.
+
+    .venv/bin/python benchmarks/bench_service.py [--seconds 10] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+TRIVIAL_APP = """
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/ping")
+async def ping() -> dict[str, bool]:
+    return {"ok": True}
+"""
+
+# wrk request generator: one transaction per request, distinct ids and users.
+ONE_TXN_LUA = """
+local n = 0
+local merchants = {"WHOLEFDS MKT #10233", "UBER *TRIP", "NETFLIX.COM", "SQ *BLUE BOTTLE",
+                   "AMZN MKTP US*2K4", "ZELLE TO JOHN SMITH", "SHELL OIL 5521", "ACME PAYROLL"}
+local memos = {"weekly grocery run", "", "", "coffee", "order 9931", "march rent", "gas", "salary"}
+local amounts = {-54.2, -21.5, -15.49, -5.75, -23.0, -2300.0, -48.1, 3200.0}
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  local i = (n % 8) + 1
+  local body = string.format(
+    '{"transactions":[{"id":"t%d","merchant":"%s","memo":"%s","amount":%s,"user_id":"u%d"}]}',
+    n, merchants[i], memos[i], amounts[i], n % 5000)
+  return wrk.format(nil, "/v1/suggestions", nil, body)
+end
+"""
+
+BATCH_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("{body}"):read("*a")
+wrk.path = "/v1/suggestions"
+"""
+
+GET_LUA = 'wrk.method = "GET"\n'
+
+BATCHED = ("rules", "model", "model+shadow")
+"""The configurations also measured in batches of 1,000 transactions."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready within {timeout}s")
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[int]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_ready(ready_url)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wrk(url: str, script: Path, *, connections: int, seconds: float) -> dict[str, float]:
+    """Run wrk; requests/s and latency percentiles (ms)."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{int(seconds)}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    figures: dict[str, float] = {}
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    figures["rps"] = float(rps.group(1)) if rps else 0.0
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        if m:
+            value = float(m.group(1))
+            figures[f"p{pct}"] = value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    figures["non2xx"] = float(errors.group(1)) if errors else 0.0
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if socket_errors:
+        print(f"    wrk socket errors: {socket_errors.group(1)}")
+    return figures
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def train(models: Path, quick: bool) -> dict[str, int]:
+    from training.gate import GateConfig  # noqa: PLC0415 - heavy, only here
+    from training.pipeline import train_and_publish  # noqa: PLC0415
+    from training.train import TrainParams  # noqa: PLC0415
+
+    params = TrainParams.quick(n_jobs=1) if quick else TrainParams(n_jobs=1)
+    trees = {}
+    for version, seed in (("v1", 1), ("v2", 2)):
+        result = train_and_publish(
+            models,
+            rows=20_000,
+            seed=seed,
+            version=version,
+            params=params,
+            gate=GateConfig(enforce=False),
+            rules=None,
+        )
+        trees[version] = result.trained.best_iteration
+    return trees
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--quick", action="store_true", help="small models (TrainParams.quick)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    try:
+        models = work / "models"
+        started = time.monotonic()
+        trees = train(models, args.quick)
+        sizes = {v: (models / v / "model.txt").stat().st_size / 2**20 for v in trees}
+        shapes = ", ".join(
+            f"{v}: {t} iterations x 10 classes, {sizes[v]:.1f} MiB" for v, t in trees.items()
+        )
+        print(f"models: {shapes} (trained in {time.monotonic() - started:.0f}s)", flush=True)
+        (work / "trivial_app.py").write_text(TRIVIAL_APP)
+        (work / "one.lua").write_text(ONE_TXN_LUA)
+        (work / "get.lua").write_text(GET_LUA)
+        batch = [
+            {
+                "id": f"b{i}",
+                "merchant": m,
+                "memo": d,
+                "amount": a,
+                "user_id": f"u{i % 97}",
+            }
+            for i, (m, d, a) in enumerate(
+                [
+                    ("WHOLEFDS MKT #10233", "weekly grocery run", -54.2),
+                    ("UBER *TRIP", "", -21.5),
+                    ("NETFLIX.COM", "", -15.49),
+                    ("SQ *BLUE BOTTLE", "coffee", -5.75),
+                    ("ZELLE TO JOHN SMITH", "march rent", -2300.0),
+                ]
+                * 200
+            )
+        ]
+        (work / "batch.json").write_text(json.dumps({"transactions": batch}))
+        (work / "batch.lua").write_text(BATCH_LUA.replace("{body}", str(work / "batch.json")))
+
+        def service_env(name: str, config: dict[str, object]) -> dict[str, str]:
+            path = work / f"serving-{name}.json"
+            path.write_text(json.dumps(config))
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SUGGEST_")}
+            env |= {
+                "MODELROLLOUT_MODELS_ROOT": str(models),
+                "MODELROLLOUT_CONFIG_FILE": str(path),
+                "POD_NAME": "bench",
+                "PYTHONPATH": str(ROOT),
+                "OMP_NUM_THREADS": "1",
+            }
+            return env
+
+        ratios: dict[str, tuple[float, float]] = {}
+        configs: dict[str, dict[str, object]] = {
+            "rules": {"generation": 1},
+            "model": {"generation": 1, "stable": "v1"},
+            "model+shadow": {
+                "generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100
+            },
+            "rules+shadow": {
+                "generation": 1, "mode": "heuristic", "stable": "v1", "shadow_percent": 100
+            },
+        }  # fmt: skip
+        results: dict[str, dict[str, float]] = {}
+        rss: tuple[float, int] = (float("nan"), 0)
+        metrics = ""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        serve = [PYTHON, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+        seconds = args.seconds
+        one = work / "one.lua"
+
+        # The trivial endpoint runs the whole time and is measured right after each
+        # service run, so each ratio compares figures taken side by side (a shared
+        # machine's speed drifts between runs minutes apart).
+        trivial_port = free_port()
+        trivial_env = {**os.environ, "PYTHONPATH": str(work)}
+        trivial = [
+            PYTHON, "-m", "uvicorn", "trivial_app:app", "--host", "127.0.0.1",
+            "--port", str(trivial_port), "--workers", "1", "--no-access-log",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        ping, get = f"http://127.0.0.1:{trivial_port}/ping", work / "get.lua"
+        with process(trivial, trivial_env, ping, work / "trivial.log"):
+            wrk(ping, get, connections=4, seconds=2)  # warm-up
+            for name, config in configs.items():
+                env = service_env(name, config)
+                with process(serve, env, f"{url}/readyz", work / f"{name}.log") as pid:
+                    served = httpx.get(f"{url}/v1/models").json()
+                    loaded = [m["version"] for m in served["models"]]
+                    print(f"{name}: serving {served['config']}, loaded {loaded}", flush=True)
+                    wrk(url, one, connections=4, seconds=2)  # warm-up
+                    for c in (1, 8):
+                        results[f"{name} c{c}"] = wrk(url, one, connections=c, seconds=seconds)
+                        results[f"  trivial c{c}"] = wrk(ping, get, connections=c, seconds=seconds)
+                    if name in BATCHED:
+                        batch_lua = work / "batch.lua"
+                        results[f"{name} batch1000 c2"] = wrk(
+                            url, batch_lua, connections=2, seconds=seconds
+                        )
+                    if name == "model+shadow":
+                        rss = (rss_mib(pid), len(loaded))
+                        metrics = httpx.get(f"{url}/metrics").text
+                    ratios[name] = (
+                        results[f"{name} c8"]["rps"] / results["  trivial c8"]["rps"],
+                        results["  trivial c1"].get("p99", 0.0),
+                    )
+                # Keep the trivial figures of every round in the table.
+                for c in (1, 8):
+                    results[f"  trivial c{c} ({name})"] = results.pop(f"  trivial c{c}")
+
+        print()
+        print(f"{'run':<32}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+        for name, r in results.items():
+            print(
+                f"{name:<32}{r['rps']:>10.0f}{r.get('p50', 0):>9.2f}{r.get('p90', 0):>9.2f}"
+                f"{r.get('p99', 0):>9.2f}{r['non2xx']:>9.0f}"
+            )
+        print()
+        for name, (ratio, trivial_p99) in ratios.items():
+            c1 = results[f"{name} c1"]
+            print(
+                f"{name:<13} p50 {c1.get('p50', 0):.2f} ms, p99 {c1.get('p99', 0):.2f} ms at "
+                f"concurrency 1 (client side; trivial p99 {trivial_p99:.2f} ms beside it); "
+                f"{ratio:.0%} of the trivial endpoint's throughput at concurrency 8"
+            )
+        for name in BATCHED:
+            tx_per_s = results[f"{name} batch1000 c2"]["rps"] * 1000
+            print(f"{name:<13} batches of 1,000: {tx_per_s:,.0f} transactions/s")
+        print(f"RSS of one service process with {rss[1]} models loaded: {rss[0]:.0f} MiB")
+        for line in metrics.splitlines():
+            if line.startswith(
+                ("modelrollout_inference_seconds_count", "modelrollout_inference_seconds_sum")
+            ):
+                print("  " + line)
+        print(
+            "\ntargets: p99 <= 5 ms; >= 50% of trivial throughput; >= 20,000 transactions/s"
+            f" batched\n(wrk -t1; {seconds:.0f} s per run; loopback; one uvicorn worker per"
+            " process)"
+        )
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
