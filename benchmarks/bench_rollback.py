@@ -90,7 +90,7 @@ def train_candidates(root: Path, runs: int, scenarios: list[str], category: str)
     from training.pipeline import train_and_publish  # noqa: PLC0415
     from training.train import TrainParams  # noqa: PLC0415
 
-    params, rows = TrainParams.quick(), 6000
+    params, rows = TrainParams.quick(), 8000
     no_gate = GateConfig(enforce=False)
     train_and_publish(root, rows=rows, seed=1, version=STABLE, params=params)
     train_and_publish(root, rows=rows, seed=2, version="v2", params=params)

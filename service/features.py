@@ -4,7 +4,9 @@ Training imports :data:`FEATURE_NAMES` and :func:`extract_batch`; serving import
 A model artifact records the feature list it was trained with (``manifest.json``), and
 serving refuses an artifact whose list differs from :data:`FEATURE_NAMES`.
 
-The 25 features of the original system, in this exact order:
+:data:`FEATURE_NAMES` is :data:`ORIGINAL_FEATURES` followed by :data:`TOKEN_FEATURES`.
+
+The 25 original features of the original system, in this exact order:
 
 - amount, amount_abs, is_negative, is_positive, merchant_len, memo_len
 - 11 merchant keywords: amazon, uber, lyft, zelle, venmo, costco, target, walmart,
@@ -15,17 +17,31 @@ A keyword feature is 1.0 when the keyword occurs in the normalised text of merch
 memo together (lower case, every run of non-alphanumerics folded to one space), either as
 written (``"whole foods"``) or with its spaces removed (``"wholefoods"``).
 
+Then :data:`HASH_BUCKETS` hashed token features ``tok_000`` .. ``tok_255``: the words of
+the normalised merchant and of the normalised memo (separately: ``"m:uber"`` is not
+``"d:uber"``), each word alone and each pair of adjacent words, with words made only of
+digits (store numbers, dates) left out; feature ``tok_i`` is 1.0 when some token's
+CRC-32 is ``i`` modulo :data:`HASH_BUCKETS` (the hashing trick: no vocabulary to ship,
+stable across processes and Python versions). With the 19 keywords alone the model reads
+too few words to beat the rule engine; with the tokens it does, by a wide margin
+(``benchmarks/bench_features.py``, docs/decisions/0002-training-gate-and-rules.md).
+
 >>> row = extract_one("WHOLEFOODS MKT #123", "weekly grocery run", -54.2)
 >>> dict(zip(FEATURE_NAMES, row))["kw_whole_foods"], dict(zip(FEATURE_NAMES, row))["kw_grocery"]
 (1.0, 1.0)
 >>> dict(zip(FEATURE_NAMES, row))["is_negative"]
 1.0
+>>> sorted(token_buckets("UBER *TRIP 0412", "")) == sorted(
+...     token_bucket(t) for t in ("m:uber", "m:trip", "m:uber trip"))
+True
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Final
 
 import numpy as np
@@ -64,12 +80,18 @@ NUMERIC_FEATURES: Final = (
     "memo_len",
 )
 
-FEATURE_NAMES: Final[tuple[str, ...]] = (
+ORIGINAL_FEATURES: Final[tuple[str, ...]] = (
     *NUMERIC_FEATURES,
     *(f"kw_{k.replace(' ', '_')}" for k in MERCHANT_KEYWORDS),
     *(f"kw_{k}" for k in CATEGORY_KEYWORDS),
 )
-assert len(FEATURE_NAMES) == 25
+assert len(ORIGINAL_FEATURES) == 25
+
+HASH_BUCKETS: Final = 256
+TOKEN_FEATURES: Final[tuple[str, ...]] = tuple(f"tok_{i:03d}" for i in range(HASH_BUCKETS))
+
+FEATURE_NAMES: Final[tuple[str, ...]] = ORIGINAL_FEATURES + TOKEN_FEATURES
+N_ORIGINAL: Final = len(ORIGINAL_FEATURES)
 
 _KEYWORDS: Final = MERCHANT_KEYWORDS + CATEGORY_KEYWORDS
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -86,14 +108,39 @@ def normalise_text(text: str) -> str:
     return _NON_ALNUM.sub(" ", text.lower()).strip()
 
 
-def _keyword_flags(merchant: str, memo: str) -> list[float]:
-    text = f" {normalise_text(merchant)} {normalise_text(memo)} "
+def token_bucket(token: str) -> int:
+    """The hashed feature a token sets: CRC-32 of its UTF-8 bytes modulo :data:`HASH_BUCKETS`."""
+    return zlib.crc32(token.encode()) % HASH_BUCKETS
+
+
+def _tokens(prefix: str, normalised: str) -> list[str]:
+    words = [w for w in normalised.split(" ") if w and not w.isdigit()]
+    tokens = [f"{prefix}{w}" for w in words]
+    tokens.extend(f"{prefix}{a} {b}" for a, b in pairwise(words))
+    return tokens
+
+
+def _row_parts(merchant: str, memo: str) -> tuple[list[float], set[int]]:
+    """Keyword flags and hashed token buckets of one transaction (text normalised once)."""
+    m, d = normalise_text(merchant), normalise_text(memo)
+    text = f" {m} {d} "
     compact = text.replace(" ", "")
-    return [1.0 if (k in text or k.replace(" ", "") in compact) else 0.0 for k in _KEYWORDS]
+    flags = [1.0 if (k in text or k.replace(" ", "") in compact) else 0.0 for k in _KEYWORDS]
+    buckets = {token_bucket(t) for t in _tokens("m:", m) + _tokens("d:", d)}
+    return flags, buckets
+
+
+def token_buckets(merchant: str, memo: str) -> set[int]:
+    """Indices (into :data:`TOKEN_FEATURES`) of the token features that are 1.0."""
+    return _row_parts(merchant, memo)[1]
 
 
 def extract_one(merchant: str, memo: str, amount: float) -> list[float]:
-    """The 25 features of one transaction, in :data:`FEATURE_NAMES` order."""
+    """The features of one transaction, in :data:`FEATURE_NAMES` order."""
+    flags, buckets = _row_parts(merchant, memo)
+    tokens = [0.0] * HASH_BUCKETS
+    for i in buckets:
+        tokens[i] = 1.0
     return [
         float(amount),
         abs(float(amount)),
@@ -101,7 +148,8 @@ def extract_one(merchant: str, memo: str, amount: float) -> list[float]:
         1.0 if amount > 0 else 0.0,
         float(len(merchant)),
         float(len(memo)),
-        *_keyword_flags(merchant, memo),
+        *flags,
+        *tokens,
     ]
 
 
@@ -110,7 +158,7 @@ def extract_batch(
     memos: Sequence[str],
     amounts: Sequence[float] | npt.NDArray[np.floating],
 ) -> FeatureMatrix:
-    """The feature matrix of a batch, shape ``(n, 25)``, rows in input order.
+    """The feature matrix of a batch, shape ``(n, len(FEATURE_NAMES))``, rows in input order.
 
     Equal, row by row, to :func:`extract_one` (a unit test holds it to that).
     """
@@ -119,7 +167,7 @@ def extract_batch(
         raise ValueError(
             f"merchants, memos and amounts differ in length: {n}, {len(memos)}, {len(amounts)}"
         )
-    out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
+    out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
     amt = np.asarray(amounts, dtype=np.float64)
     out[:, 0] = amt
     out[:, 1] = np.abs(amt)
@@ -127,5 +175,15 @@ def extract_batch(
     out[:, 3] = amt > 0
     out[:, 4] = [len(m) for m in merchants]
     out[:, 5] = [len(m) for m in memos]
-    out[:, 6:] = [_keyword_flags(m, d) for m, d in zip(merchants, memos, strict=True)]
+    rows: list[int] = []
+    cols: list[int] = []
+    flags: list[list[float]] = []
+    for r, (merchant, memo) in enumerate(zip(merchants, memos, strict=True)):
+        row_flags, buckets = _row_parts(merchant, memo)
+        flags.append(row_flags)
+        rows.extend([r] * len(buckets))
+        cols.extend(buckets)
+    if n:
+        out[:, 6:N_ORIGINAL] = flags
+    out[rows, [N_ORIGINAL + c for c in cols]] = 1.0
     return out

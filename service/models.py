@@ -90,7 +90,7 @@ class _Scorer:
         self.close()
 
     def __call__(self, features: Matrix) -> Matrix:
-        """Scores, shape ``(n, classes)``, of a float64 ``(n, 25)`` feature matrix."""
+        """Scores, shape ``(n, classes)``, of a float64 ``(n, features)`` matrix."""
         n = features.shape[0]
         if features.shape[1] != _N_FEATURES:
             raise ValueError(f"expected {_N_FEATURES} features, got {features.shape[1]}")

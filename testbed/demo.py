@@ -110,7 +110,7 @@ def train_models(root: Path, *, quick: bool, say: Callable[[str], None]) -> None
     from training.pipeline import train_and_publish  # noqa: PLC0415
     from training.train import TrainParams  # noqa: PLC0415
 
-    rows = 3000 if quick else 6000
+    rows = 8000
     # One thread: as fast on a few thousand rows, and no collapse when other processes
     # compete for the cores (OpenMP spinning).
     params = TrainParams.quick() if quick else TrainParams(n_jobs=1)

@@ -116,8 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--require-beat-rules",
-        action="store_true",
-        help="gate: the model's macro-F1 must exceed the rule engine's",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gate: the model's macro-F1 must exceed the rule engine's (default: on; "
+        "--no-require-beat-rules only reports the comparison)",
     )
     train.add_argument("--rules-margin", type=_fraction, default=0.0, help="... by this much")
     train.add_argument("--baseline", metavar="VERSION", help="gate: compare with this version")

@@ -4,10 +4,10 @@ It reads manifest-style metrics (:meth:`training.evaluate.Evaluation.manifest_me
 so a baseline is simply another version's ``manifest.json`` metrics. Checks, in order:
 
 1. held-out macro-F1 >= ``min_macro_f1``;
-2. when ``require_beat_rules``: macro-F1 > the rule engine's macro-F1 on the same rows +
-   ``min_margin_over_rules`` (skipped, and said so, when the rules were not scored).
-   Off by default: with the 25 shared features the model does not beat the service's
-   rule engine (see ``docs/decisions/0002-training-gate-and-rules.md``); the comparison is
+2. when ``require_beat_rules`` (the default): macro-F1 > the rule engine's macro-F1 on the
+   same rows + ``min_margin_over_rules`` (skipped, and said so, when the rules were not
+   scored). A model that the rules beat is not worth serving (see
+   ``docs/decisions/0002-training-gate-and-rules.md``); turned off, the comparison is
    still reported and recorded in the manifest;
 3. when a baseline is given and ``min_margin_over_baseline`` is set: macro-F1 >=
    the baseline's + that margin.
@@ -35,7 +35,7 @@ class GateConfig(BaseModel):
 
     enforce: bool = True
     min_macro_f1: float = Field(default=0.75, ge=0.0, le=1.0)
-    require_beat_rules: bool = False
+    require_beat_rules: bool = True
     min_margin_over_rules: float = Field(default=0.0, ge=0.0, le=1.0)
     min_margin_over_baseline: float | None = Field(
         default=None, ge=-1.0, le=1.0, description="None: do not compare with a baseline"

@@ -40,10 +40,10 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("models")
     params = TrainParams(n_jobs=1)
-    training.train_and_publish(root, rows=6000, seed=1, version="v1", params=params)
-    training.train_and_publish(root, rows=6000, seed=2, version="v2", params=params)
+    training.train_and_publish(root, rows=8000, seed=1, version="v1", params=params)
+    training.train_and_publish(root, rows=8000, seed=2, version="v2", params=params)
     training.train_and_publish(
-        root, rows=6000, seed=3, version="bad", corrupt="rotate_labels", params=params,
+        root, rows=8000, seed=3, version="bad", corrupt="rotate_labels", params=params,
         gate=GateConfig(enforce=False),
     )  # fmt: skip
     return root

@@ -33,7 +33,7 @@ QUICK = ["--n-estimators", "40", "--num-leaves", "15", "--learning-rate", "0.2",
 
 
 def test_a_published_version_serves_the_trainers_probabilities(tmp_path: Path) -> None:
-    result = train_and_publish(tmp_path, rows=4000, seed=5, params=TrainParams.quick())
+    result = train_and_publish(tmp_path, rows=8000, seed=5, params=TrainParams.quick())
     loaded = load_model(tmp_path, result.version)
     try:
         rows = validate_transactions(generate_transactions(5000, seed=77))
@@ -50,7 +50,7 @@ def test_a_published_version_serves_the_trainers_probabilities(tmp_path: Path) -
 
 
 def test_a_bad_version_loads_and_disagrees_with_a_good_one(tmp_path: Path) -> None:
-    good = train_and_publish(tmp_path, rows=3000, params=TrainParams.quick())
+    good = train_and_publish(tmp_path, rows=8000, params=TrainParams.quick())
     bad = train_and_publish(
         tmp_path,
         rows=3000,
@@ -87,7 +87,7 @@ def _train(
     }
     env.pop("KUBERNETES_SERVICE_HOST", None)
     return subprocess.run(
-        [sys.executable, "-m", "training", "train", "--generate", "3000", *QUICK, *args],
+        [sys.executable, "-m", "training", "train", "--generate", "8000", *QUICK, *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

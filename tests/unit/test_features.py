@@ -7,7 +7,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.features import FEATURE_NAMES, extract_batch, extract_one, normalise_text
+from service.features import (
+    FEATURE_NAMES,
+    HASH_BUCKETS,
+    N_ORIGINAL,
+    ORIGINAL_FEATURES,
+    TOKEN_FEATURES,
+    extract_batch,
+    extract_one,
+    normalise_text,
+    token_bucket,
+    token_buckets,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -16,8 +27,11 @@ def feature(row: list[float] | np.ndarray, name: str) -> float:
     return float(row[FEATURE_NAMES.index(name)])
 
 
-def test_there_are_25_named_features_in_the_original_order() -> None:
-    assert len(FEATURE_NAMES) == 25
+def test_the_25_original_features_come_first_in_their_order_then_the_tokens() -> None:
+    assert len(ORIGINAL_FEATURES) == N_ORIGINAL == 25
+    assert FEATURE_NAMES == ORIGINAL_FEATURES + TOKEN_FEATURES
+    assert len(TOKEN_FEATURES) == HASH_BUCKETS
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert FEATURE_NAMES[:6] == (
         "amount",
         "amount_abs",
@@ -28,7 +42,7 @@ def test_there_are_25_named_features_in_the_original_order() -> None:
     )
     assert FEATURE_NAMES[6] == "kw_amazon"
     assert FEATURE_NAMES[14] == "kw_whole_foods"
-    assert FEATURE_NAMES[-1] == "kw_grocery"
+    assert FEATURE_NAMES[24] == "kw_grocery"
 
 
 @pytest.mark.parametrize(
@@ -91,7 +105,7 @@ text = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.sampled_
 def test_extract_batch_equals_extract_one_row_by_row(rows: list[tuple[str, str, float]]) -> None:
     merchants, memos, amounts = (list(c) for c in zip(*rows, strict=True))
     batch = extract_batch(merchants, memos, amounts)
-    assert batch.shape == (len(rows), 25)
+    assert batch.shape == (len(rows), len(FEATURE_NAMES))
     assert batch.dtype == np.float64
     for i, (m, d, a) in enumerate(rows):
         np.testing.assert_array_equal(batch[i], np.asarray(extract_one(m, d, a)))
@@ -100,3 +114,57 @@ def test_extract_batch_equals_extract_one_row_by_row(rows: list[tuple[str, str, 
 def test_extract_batch_refuses_columns_of_different_lengths() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         extract_batch(["a"], ["b", "c"], [1.0])
+
+
+def token_part(row: list[float] | np.ndarray) -> set[int]:
+    return {i for i, v in enumerate(row[N_ORIGINAL:]) if v == 1.0}
+
+
+def test_token_features_are_the_hashed_words_and_word_pairs_of_merchant_and_memo() -> None:
+    row = extract_one("Blue-Bottle Coffee #0042", "oat latte", -6.5)
+    expected = {
+        token_bucket(t)
+        for t in (
+            "m:blue", "m:bottle", "m:coffee", "m:blue bottle", "m:bottle coffee",
+            "d:oat", "d:latte", "d:oat latte",
+        )
+    }  # fmt: skip
+    assert token_part(row) == expected == token_buckets("Blue-Bottle Coffee #0042", "oat latte")
+    assert all(v in (0.0, 1.0) for v in row[N_ORIGINAL:])
+
+
+def test_store_numbers_do_not_change_the_token_features() -> None:
+    a = extract_one("SHELL OIL 57442", "", -40.0)
+    b = extract_one("SHELL OIL 10233", "", -40.0)
+    assert token_part(a) == token_part(b) != set()
+
+
+def test_merchant_and_memo_words_are_different_tokens() -> None:
+    assert token_buckets("uber", "") != token_buckets("", "uber")
+
+
+def test_empty_text_sets_no_token_feature() -> None:
+    assert token_part(extract_one("", "", 1.0)) == set()
+    assert token_part(extract_one("#### 1234", "--", 1.0)) == set()
+
+
+def test_token_features_do_not_depend_on_the_process_hash_seed() -> None:
+    """Training and serving run in different processes: the hash must not be ``hash()``."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = (
+        "from service.features import token_buckets;"
+        "print(sorted(token_buckets('WHOLEFDS MKT 10233', 'weekly grocery run')))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={"PYTHONHASHSEED": seed, "PYTHONPATH": "."},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert outputs == {f"{sorted(token_buckets('WHOLEFDS MKT 10233', 'weekly grocery run'))}\n"}

@@ -72,7 +72,7 @@ def test_bad_arguments_exit_2_with_a_clear_message(
 def test_train_publishes_and_prints_a_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = run("train", "--models-root", str(tmp_path), "--data", str(SAMPLE), *QUICK)
+    code = run("train", "--models-root", str(tmp_path), "--generate", "8000", *QUICK)
     out, err = capsys.readouterr()
     assert code == 0, err
     (version,) = list_versions(tmp_path)
@@ -81,17 +81,35 @@ def test_train_publishes_and_prints_a_summary(
     assert "rules macro-F1" in out
     assert "Healthcare" in out  # the per-class table
     assert "pass  min_macro_f1" in out
+    assert "pass  beats_rules" in out
     assert "published" in err  # progress on stderr
     assert "published" not in out
     manifest = read_manifest(tmp_path / version)
     assert manifest.params["n_estimators"] == 40
 
 
+def test_on_the_small_sample_the_rules_win_and_nothing_is_published_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3,000 rows are too few for the model to beat the rule engine: the gate says so."""
+    base = ["train", "--models-root", str(tmp_path), "--data", str(SAMPLE), *QUICK]
+    assert run(*base) == 3
+    err = capsys.readouterr().err
+    assert "FAIL  beats_rules" in err
+    assert "nothing published" in err
+    assert list_versions(tmp_path) == []
+
+    assert run(*base, "--no-require-beat-rules") == 0
+    out = capsys.readouterr().out
+    assert "info  beats_rules" in out
+    assert len(list_versions(tmp_path)) == 1
+
+
 def test_the_models_root_comes_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv(cli.MODELS_ROOT_ENV, str(tmp_path))
-    assert run("train", "--generate", "3000", "--version", "env-v1", "--json", *QUICK) == 0
+    assert run("train", "--generate", "8000", "--version", "env-v1", "--json", *QUICK) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["version"] == "env-v1"
     assert result["path"] == str(tmp_path / "env-v1")
@@ -107,7 +125,7 @@ def test_a_failed_gate_exits_3_and_publishes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = run(
-        "train", "--models-root", str(tmp_path), "--generate", "3000", "--min-macro-f1", "0.99",
+        "train", "--models-root", str(tmp_path), "--generate", "8000", "--min-macro-f1", "0.99",
         *QUICK,
     )  # fmt: skip
     captured = capsys.readouterr()
@@ -119,7 +137,7 @@ def test_a_failed_gate_exits_3_and_publishes_nothing(
 
 
 def test_a_bad_model_can_be_published_on_purpose(tmp_path: Path) -> None:
-    argv = ["train", "--models-root", str(tmp_path), "--generate", "3000", *QUICK]
+    argv = ["train", "--models-root", str(tmp_path), "--generate", "8000", *QUICK]
     assert run(*argv, "--corrupt", "shuffle_labels", "--no-gate") == 0
     (version,) = list_versions(tmp_path)
     assert read_manifest(tmp_path / version).params["corrupt"] == "shuffle_labels"
@@ -158,7 +176,7 @@ def test_generate_writes_a_dataset(tmp_path: Path) -> None:
 def test_retention_without_a_reachable_cluster_removes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = ["train", "--models-root", str(tmp_path), "--generate", "3000", *QUICK]
+    base = ["train", "--models-root", str(tmp_path), "--generate", "8000", *QUICK]
     for v in ("v1", "v2"):
         assert run(*base, "--version", v) == 0
     assert run(*base, "--version", "v3", "--keep", "1", "--protect-from-cluster") == 0
@@ -189,7 +207,7 @@ def test_cluster_named_versions_are_protected_and_better_models_proposed(
 ) -> None:
     monkeypatch.setattr(cli, "ClusterRollouts", FakeRollouts)
     FakeRollouts.patches = []
-    base = ["train", "--models-root", str(tmp_path), "--generate", "3000", *QUICK]
+    base = ["train", "--models-root", str(tmp_path), "--generate", "8000", *QUICK]
     assert run(*base, "--version", "v1", "--corrupt", "shuffle_labels", "--no-gate") == 0
     assert run(*base, "--version", "v2") == 0
     FakeRollouts.objects = {

@@ -62,15 +62,15 @@ def _metrics(f1: float, rules: float | None = None) -> dict[str, MetricValue]:
 @pytest.mark.parametrize(
     ("metrics", "config", "baseline", "publish", "failures"),
     [
-        # threshold only (the default)
+        # threshold (and the rules, when scored: both by default)
         (_metrics(0.80), GateConfig(), None, True, []),
         (_metrics(0.70), GateConfig(), None, False, ["macro-F1 0.7000 < threshold 0.7500"]),
         (_metrics(0.75), GateConfig(), None, True, []),
-        # the rules: reported, binding only when required
-        (_metrics(0.80, rules=0.90), GateConfig(), None, True, []),
+        # the rules: binding by default, reported only when not required
+        (_metrics(0.80, rules=0.90), GateConfig(require_beat_rules=False), None, True, []),
         (
             _metrics(0.80, rules=0.90),
-            GateConfig(require_beat_rules=True),
+            GateConfig(),
             None,
             False,
             ["macro-F1 0.8000 <= rules 0.9000"],
@@ -128,8 +128,15 @@ def test_an_unenforced_gate_still_says_what_failed() -> None:
     assert "publishing anyway" in decision.summary()
 
 
-def test_an_unrequired_rules_check_is_information() -> None:
+def test_the_rules_check_is_required_by_default() -> None:
     decision = evaluate_gate(_metrics(0.8, rules=0.9), GateConfig())
+    assert not decision.checks_passed
+    assert not decision.publish
+    assert decision.failures == ("macro-F1 0.8000 <= rules 0.9000",)
+
+
+def test_an_unrequired_rules_check_is_information() -> None:
+    decision = evaluate_gate(_metrics(0.8, rules=0.9), GateConfig(require_beat_rules=False))
     assert decision.checks_passed
     assert "info  beats_rules: macro-F1 0.8000 <= rules 0.9000" in decision.summary()
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.unit
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> PublishResult:
     root = tmp_path_factory.mktemp("models")
-    return train_and_publish(root, rows=3000, params=TrainParams.quick())
+    return train_and_publish(root, rows=8000, params=TrainParams.quick())
 
 
 def test_a_published_version_verifies_and_records_what_it_was_trained_on(
@@ -67,8 +67,8 @@ def test_the_published_files_reproduce_the_trainers_probabilities(
 
 
 def test_the_same_inputs_train_the_same_model(tmp_path: Path) -> None:
-    a = train_and_publish(tmp_path, rows=3000, params=TrainParams.quick(), version="a")
-    b = train_and_publish(tmp_path, rows=3000, params=TrainParams.quick(), version="b")
+    a = train_and_publish(tmp_path, rows=8000, params=TrainParams.quick(), version="a")
+    b = train_and_publish(tmp_path, rows=8000, params=TrainParams.quick(), version="b")
     assert a.manifest.files == b.manifest.files
     assert a.manifest.data_fingerprint == b.manifest.data_fingerprint
 
@@ -77,7 +77,7 @@ def test_a_bad_model_needs_the_gate_turned_off_and_disagrees_with_a_good_one(
     tmp_path: Path, published: PublishResult
 ) -> None:
     with pytest.raises(GateRejectedError, match="macro-F1"):
-        train_and_publish(tmp_path, rows=3000, params=TrainParams.quick(), corrupt="rotate_labels")
+        train_and_publish(tmp_path, rows=8000, params=TrainParams.quick(), corrupt="rotate_labels")
     assert list_versions(tmp_path) == []
 
     bad = train_and_publish(
