@@ -157,6 +157,23 @@ def wrk(url: str, script: Path, *, connections: int, seconds: float) -> dict[str
     return figures
 
 
+def wait_compiled(url: str, timeout: float = 600.0) -> dict[str, object]:
+    """GET /v1/models once every loaded model serves from compiled trees (first run: the
+    compilation; later runs load the cache)."""
+    started = time.monotonic()
+    while True:
+        served: dict[str, object] = httpx.get(f"{url}/v1/models").json()
+        models = served["models"]
+        assert isinstance(models, list)
+        if all(m["scorer"] == "compiled" for m in models):
+            if models:
+                print(f"  compiled in {time.monotonic() - started:.0f} s", flush=True)
+            return served
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"models not compiled after {timeout:.0f} s: {models}")
+        time.sleep(0.5)
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -189,6 +206,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
     parser.add_argument("--quick", action="store_true", help="small models (TrainParams.quick)")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve from the trees compiled by lleaves, as the chart does (default: on)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
@@ -239,6 +262,8 @@ def main() -> int:
                 "POD_NAME": "bench",
                 "PYTHONPATH": str(ROOT),
                 "OMP_NUM_THREADS": "1",
+                "MODELROLLOUT_COMPILE_MODELS": "1" if args.compile else "0",
+                "MODELROLLOUT_COMPILE_CACHE": str(work / "compiled"),
             }
             return env
 
@@ -278,9 +303,12 @@ def main() -> int:
             for name, config in configs.items():
                 env = service_env(name, config)
                 with process(serve, env, f"{url}/readyz", work / f"{name}.log") as pid:
-                    served = httpx.get(f"{url}/v1/models").json()
+                    served = (
+                        wait_compiled(url) if args.compile else httpx.get(f"{url}/v1/models").json()
+                    )
                     loaded = [m["version"] for m in served["models"]]
-                    print(f"{name}: serving {served['config']}, loaded {loaded}", flush=True)
+                    scorers = {m["version"]: m["scorer"] for m in served["models"]}
+                    print(f"{name}: serving {served['config']}, scorers {scorers}", flush=True)
                     wrk(url, one, connections=4, seconds=2)  # warm-up
                     for c in (1, 8):
                         results[f"{name} c{c}"] = wrk(url, one, connections=c, seconds=seconds)

@@ -31,8 +31,10 @@ from typing import Final
 from service.metric_names import NO_VERSION, Source
 
 PREFIX: Final = "e1"
-MAX_EVENT_ID_LENGTH: Final = 512
 MAX_LABEL_LENGTH: Final = 128
+MAX_EVENT_ID_LENGTH: Final = 2048
+"""Above the longest id :meth:`EventCodec.encode` can make: a 128-character version and a
+128-character label of 4-byte UTF-8 characters, JSON, base64url, nonce and tag."""
 _RANDOM_BYTES: Final = 9  # 12 base64url characters
 _TAG_BYTES: Final = 12
 _VERSION_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -69,7 +71,9 @@ class EventCodec:
         key = (served_by, version, label)
         head = self._heads.get(key)
         if head is None:
-            body = json.dumps([served_by.value, version, label], separators=(",", ":"))
+            body = json.dumps(
+                [served_by.value, version, label], separators=(",", ":"), ensure_ascii=False
+            )
             head = f"{PREFIX}.{_b64encode(body.encode())}"
             if len(self._heads) >= _CACHE_LIMIT:
                 self._heads.clear()

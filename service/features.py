@@ -94,6 +94,7 @@ FEATURE_NAMES: Final[tuple[str, ...]] = ORIGINAL_FEATURES + TOKEN_FEATURES
 N_ORIGINAL: Final = len(ORIGINAL_FEATURES)
 
 _KEYWORDS: Final = MERCHANT_KEYWORDS + CATEGORY_KEYWORDS
+_KEYWORD_FORMS: Final = tuple((k, k.replace(" ", "")) for k in _KEYWORDS)
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 FeatureMatrix = npt.NDArray[np.float64]
@@ -125,7 +126,7 @@ def _row_parts(merchant: str, memo: str) -> tuple[list[float], set[int]]:
     m, d = normalise_text(merchant), normalise_text(memo)
     text = f" {m} {d} "
     compact = text.replace(" ", "")
-    flags = [1.0 if (k in text or k.replace(" ", "") in compact) else 0.0 for k in _KEYWORDS]
+    flags = [1.0 if (k in text or c in compact) else 0.0 for k, c in _KEYWORD_FORMS]
     buckets = {token_bucket(t) for t in _tokens("m:", m) + _tokens("d:", d)}
     return flags, buckets
 

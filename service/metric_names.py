@@ -24,6 +24,8 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
   1 for each loaded model
 - ``modelrollout_model_load_errors_total`` (counter; model_version):
   a version failed verification or loading
+- ``modelrollout_model_compilations_total`` (counter; result compiled/failed):
+  a loaded version's trees compiled to machine code (or left on LightGBM's predictor)
 
 The original system's alert and panels, over these:
 
@@ -75,6 +77,7 @@ FEEDBACK_TOTAL: Final = f"{PREFIX}_feedback_total"
 SERVING_GENERATION: Final = f"{PREFIX}_serving_generation"
 MODEL_LOADED: Final = f"{PREFIX}_model_loaded"
 MODEL_LOAD_ERRORS_TOTAL: Final = f"{PREFIX}_model_load_errors_total"
+MODEL_COMPILATIONS_TOTAL: Final = f"{PREFIX}_model_compilations_total"
 
 INFERENCE_BUCKETS: Final = (
     0.0001,

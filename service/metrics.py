@@ -90,6 +90,14 @@ class ServiceMetrics:
             ["model_version"],
             registry=r,
         )
+        self.compile_results = Counter(
+            _counter_name(names.MODEL_COMPILATIONS_TOTAL),
+            "Loaded versions whose trees were compiled to machine code (or stayed on LightGBM).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("compiled", "failed"):
+            self.compile_results.labels(result)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)

@@ -13,16 +13,31 @@ a deep copy of parameters, a size query): raw scores come from LightGBM's C API 
 preallocated buffer, with ``num_threads`` fixed at load (1 by default, so a single row pays
 no OpenMP start-up and two pods on two cores do not fight). A single row goes through
 LightGBM's ``SingleRowFast`` API, whose prediction configuration is prepared once at load.
+
+Faster still, and optional: :meth:`LoadedModel.accelerate` compiles the same trees to
+machine code with lleaves (LLVM), checks that the compiled trees give LightGBM's own raw
+scores on probe rows (to 1e-9; they agree to about 1e-14), and only then swaps the
+compiled scorer in. The version serves from LightGBM's predictor while it compiles
+(seconds to a minute of one core, off the request path), and keeps serving from it when
+the compiler is missing or the check fails. Compiled code is cached by the sha256 of
+``model.txt``, the host CPU and the compiler's versions, so a restart loads it in
+milliseconds.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import lightgbm
 import numpy as np
@@ -35,9 +50,10 @@ from service.artifact import (
     Calibration,
     Manifest,
     read_calibration,
+    sha256_file,
     verify_version,
 )
-from service.features import FEATURE_NAMES
+from service.features import FEATURE_NAMES, N_ORIGINAL
 
 Matrix = npt.NDArray[np.float64]
 
@@ -45,6 +61,8 @@ _C_API_DTYPE_FLOAT64: Final = 1  # LightGBM c_api.h
 _C_API_PREDICT_NORMAL: Final = 0
 _C_API_PREDICT_RAW_SCORE: Final = 1
 _ROW_MAJOR: Final = 1
+COMPILED_TOLERANCE: Final = 1e-9
+COMPILE_TIMEOUT_SECONDS: Final = 900.0
 _N_FEATURES: Final = len(FEATURE_NAMES)
 
 
@@ -129,6 +147,110 @@ class _Scorer:
         return out
 
 
+class _RawScorer(Protocol):
+    def __call__(self, features: Matrix) -> Matrix: ...
+
+
+class CompiledScorer:
+    """Raw scores (or LightGBM's probabilities) from the trees compiled by lleaves."""
+
+    kind: Final = "compiled"
+
+    def __init__(self, compiled: Any, n_classes: int) -> None:
+        self._compiled = compiled
+        self._n_classes = n_classes
+
+    def __call__(self, features: Matrix) -> Matrix:
+        if features.shape[1] != _N_FEATURES:
+            raise ValueError(f"expected {_N_FEATURES} features, got {features.shape[1]}")
+        data = np.ascontiguousarray(features, dtype=np.float64)
+        out: Matrix = self._compiled.predict(data, n_jobs=1)
+        return out.reshape(features.shape[0], self._n_classes)
+
+
+def compiler_available() -> str | None:
+    """Why the trees cannot be compiled here, or None when they can."""
+    try:
+        import lleaves  # noqa: F401, PLC0415 - optional, and heavy
+    except ImportError as exc:  # pragma: no cover - a dependency of the project
+        return f"lleaves is not installed ({exc})"
+    return None
+
+
+def compile_trees(model_file: Path, cache_dir: Path, *, raw_score: bool) -> Any:
+    """The lleaves model of ``model_file``, loaded from its compiled code in ``cache_dir``
+    (compiled first, in a child process, when it is not there yet).
+
+    The cache key names everything the machine code depends on: the trees (sha256), what
+    they output, the host CPU (code is compiled for it) and the compiler's versions. The
+    child writes under a unique name that is renamed into place, so processes that share
+    the directory never read a half-written file. Raises ``RuntimeError`` when the child
+    fails or takes longer than :data:`COMPILE_TIMEOUT_SECONDS`.
+    """
+    import lleaves  # noqa: PLC0415
+    from llvmlite import binding  # noqa: PLC0415
+
+    versions = "-".join(importlib.metadata.version(d) for d in ("lleaves", "llvmlite"))
+    cpu = f"{platform.machine()}-{binding.get_host_cpu_name()}"
+    output = "raw" if raw_score else "proba"
+    key = f"{sha256_file(model_file)[:32]}-{output}-{cpu}-{versions}.o"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    final = cache_dir / key
+    if not final.exists():
+        scratch = cache_dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        try:
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "service.treecompile", str(model_file), str(scratch),
+                     output],
+                    capture_output=True,
+                    text=True,
+                    timeout=COMPILE_TIMEOUT_SECONDS,
+                    check=False,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(
+                    f"compiling took longer than {COMPILE_TIMEOUT_SECONDS:.0f} s"
+                ) from None
+            if proc.returncode != 0 or not scratch.is_file():
+                raise RuntimeError(
+                    f"the compiler exited with {proc.returncode}: {proc.stderr.strip()[-500:]}"
+                )
+            os.replace(scratch, final)
+        finally:
+            scratch.unlink(missing_ok=True)
+    compiled = lleaves.Model(model_file=str(model_file))
+    compiled.compile(cache=str(final), raw_score=raw_score, finline=False)
+    return compiled
+
+
+def probe_features(rows: int = 512, seed: int = 0) -> Matrix:
+    """Feature rows that reach many leaves: amounts of both signs and sizes, text lengths,
+    keyword and token flags at realistic rates (and the all-zero row)."""
+    rng = np.random.default_rng(seed)
+    amounts = rng.normal(0.0, 1.0, rows) * rng.choice([5.0, 50.0, 500.0, 5000.0], rows)
+    x = np.zeros((rows, _N_FEATURES), dtype=np.float64)
+    x[:, 0] = amounts
+    x[:, 1] = np.abs(amounts)
+    x[:, 2] = amounts < 0
+    x[:, 3] = amounts > 0
+    x[:, 4] = rng.integers(0, 40, rows)
+    x[:, 5] = rng.integers(0, 60, rows)
+    x[:, 6:N_ORIGINAL] = rng.random((rows, N_ORIGINAL - 6)) < 0.1
+    x[:, N_ORIGINAL:] = rng.random((rows, _N_FEATURES - N_ORIGINAL)) < 0.03
+    x[0] = 0.0
+    return x
+
+
+@dataclass(slots=True)
+class _ScorerSlot:
+    """The scorer a version uses now; swapped once, atomically, when compiled code is ready."""
+
+    scorer: _RawScorer
+    kind: str = "lightgbm"
+    detail: str = "LightGBM's predictor"
+
+
 class _CalibrationKernel:
     """:meth:`Calibration.apply` with its parameters as arrays made once (the same
     arithmetic in the same order, so the same bits; a row whose sigmoids sum to 0 takes
@@ -158,17 +280,64 @@ class LoadedModel:
     calibration: Calibration
     booster: lightgbm.Booster
     load_seconds: float
+    model_file: Path
     _scorer: _Scorer
     _calibrate: _CalibrationKernel
+    _slot: _ScorerSlot = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_slot", _ScorerSlot(self._scorer))
+
+    @property
+    def scorer(self) -> str:
+        """``"lightgbm"`` or ``"compiled"``: which code computes this version's scores now."""
+        return self._slot.kind
+
+    @property
+    def scorer_detail(self) -> str:
+        return self._slot.detail
 
     def calibration_input(self, features: Matrix) -> Matrix:
         """What the sigmoids were fitted on: ``booster.predict(features, raw_score=True)``
         (or, for ``Calibration.input == "probability"``, ``booster.predict(features)``)."""
-        return self._scorer(features)
+        return self._slot.scorer(features)
 
     def predict_proba(self, features: Matrix) -> Matrix:
         """Calibrated probabilities, shape ``(n, classes)``, columns in :attr:`classes` order."""
-        return self._calibrate(self._scorer(features))
+        return self._calibrate(self._slot.scorer(features))
+
+    def accelerate(self, cache_dir: Path, *, tolerance: float = COMPILED_TOLERANCE) -> str:
+        """Compile the trees and serve from the compiled code once it is proven equal.
+
+        Equal means: on :func:`probe_features`, every raw score (or probability) of the
+        compiled trees is within ``tolerance`` (relative to the score's size, at least 1)
+        of LightGBM's. Returns what was done; raises (and changes nothing) when the trees
+        cannot be compiled or the check fails.
+        """
+        if self._slot.kind == CompiledScorer.kind:
+            return self._slot.detail
+        started = time.perf_counter()
+        raw = self.calibration.input == "raw_score"
+        compiled = CompiledScorer(
+            compile_trees(self.model_file, cache_dir, raw_score=raw), len(self.classes)
+        )
+        probe = probe_features()
+        expected = self._scorer(probe)
+        got = compiled(probe)
+        diff = float(np.max(np.abs(got - expected) / np.maximum(1.0, np.abs(expected))))
+        if not diff <= tolerance:
+            raise ValueError(
+                f"compiled trees differ from LightGBM by {diff:.3g} (> {tolerance:g}) "
+                f"on {len(probe)} probe rows; serving stays on LightGBM"
+            )
+        detail = (
+            f"compiled by lleaves in {time.perf_counter() - started:.1f} s; max relative "
+            f"difference from LightGBM {diff:.1e} on {len(probe)} probe rows"
+        )
+        self._slot.detail = detail
+        self._slot.scorer = compiled
+        self._slot.kind = CompiledScorer.kind
+        return detail
 
     def close(self) -> None:
         self._scorer.close()
@@ -213,6 +382,7 @@ def load_model(models_root: Path, version: str, *, num_threads: int = 1) -> Load
         calibration=calibration,
         booster=booster,
         load_seconds=time.perf_counter() - started,
+        model_file=version_dir / MODEL_FILE,
         _scorer=scorer,
         _calibrate=_CalibrationKernel(calibration),
     )

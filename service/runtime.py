@@ -64,6 +64,7 @@ class SuggestionService:
             self.metrics,
             num_threads=settings.predict_threads,
             retry_seconds=settings.load_retry_seconds,
+            compile_cache=settings.effective_compile_cache(),
         )
         self.suggester = Suggester(self.rules, self.metrics, self.events)
         self.fallback_config = legacy_serving_config(settings)
@@ -156,6 +157,8 @@ class SuggestionService:
                     "role": role.value,
                     "version": model.version,
                     "load_seconds": round(model.load_seconds, 4),
+                    "scorer": model.scorer,
+                    "scorer_detail": model.scorer_detail,
                     "manifest": model.manifest.model_dump(mode="json"),
                 }
                 for role, model in sorted(state.models.items())

@@ -52,6 +52,7 @@ shadow of every request, compared with them (the original shadow mode).
 from __future__ import annotations
 
 import socket
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
@@ -76,6 +77,10 @@ class ConfigSourceKind(StrEnum):
     KUBE = "kube"
     FILE = "file"
     ENV = "env"
+
+
+def _default_compile_cache() -> Path:
+    return Path(tempfile.gettempdir()) / "modelrollout-compiled"
 
 
 class Settings(BaseSettings):
@@ -104,6 +109,14 @@ class Settings(BaseSettings):
     report: bool = True
     file_poll_seconds: float = Field(default=0.25, gt=0)
     load_retry_seconds: float = Field(default=30.0, gt=0)
+    compile_models: bool = Field(
+        default=False,
+        description="compile each loaded version's trees to machine code (lleaves) in the "
+        "background and serve from it once proven equal to LightGBM (the chart turns it on)",
+    )
+    compile_cache: Path | None = Field(
+        default=None, description="where compiled trees are cached (default: a temp directory)"
+    )
 
     # The original system's variables, parsed by legacy_serving_config().
     suggest_enabled: str | None = Field(
@@ -145,6 +158,12 @@ class Settings(BaseSettings):
         if self.namespace:
             return ConfigSourceKind.KUBE
         return ConfigSourceKind.ENV
+
+    def effective_compile_cache(self) -> Path | None:
+        """Where compiled trees go, or None when compiling is off."""
+        if not self.compile_models:
+            return None
+        return self.compile_cache or _default_compile_cache()
 
     def effective_models_root(self) -> Path:
         """MODELROLLOUT_MODELS_ROOT, unless SUGGEST_MODEL_PATH names a version or a root."""

@@ -105,8 +105,11 @@ class ServingStateStore:
         *,
         num_threads: int = 1,
         retry_seconds: float = 30.0,
+        compile_cache: Path | None = None,
     ) -> None:
         self.models_root = models_root
+        self._compile_cache = compile_cache
+        self._compile_lock = threading.Lock()  # one compilation at a time: one core at most
         self.current: ServingState = ServingState.initial()
         self._metrics = metrics
         self._num_threads = num_threads
@@ -211,7 +214,15 @@ class ServingStateStore:
 
     def _load(self, version: str, errors: dict[str, str]) -> LoadedModel | None:
         try:
-            return load_model(self.models_root, version, num_threads=self._num_threads)
+            model = load_model(self.models_root, version, num_threads=self._num_threads)
+            if self._compile_cache is not None:
+                threading.Thread(
+                    target=self._accelerate,
+                    args=(model, self._compile_cache),
+                    name=f"compile-{version}",
+                    daemon=True,
+                ).start()
+            return model
         except ArtifactError as exc:
             reason = exc.reason
         except Exception as exc:  # any failure to load is a load error, never a crash
@@ -220,6 +231,22 @@ class ServingStateStore:
         self._metrics.model_load_errors.labels(version).inc()
         log.error("model version %s will not serve: %s", version, reason)
         return None
+
+    def _accelerate(self, model: LoadedModel, cache: Path) -> None:
+        """Compile one version's trees (off the request path); it serves meanwhile."""
+        with self._compile_lock:
+            if self._stopping:
+                return
+            try:
+                detail = model.accelerate(cache)
+            except Exception as exc:  # the version keeps serving from LightGBM
+                log.warning(
+                    "model version %s stays on LightGBM's predictor: %s", model.version, exc
+                )
+                self._metrics.compile_results.labels("failed").inc()
+                return
+        self._metrics.compile_results.labels("compiled").inc()
+        log.info("model version %s: %s", model.version, detail)
 
     # -- the loader thread -------------------------------------------------------------
 

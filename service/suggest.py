@@ -58,9 +58,9 @@ class _ModelRun:
     """One model's answers for the rows that needed it."""
 
     model: LoadedModel
-    position: dict[int, int]  # row -> index into proba
-    proba: npt.NDArray[np.float64]
-    order: npt.NDArray[np.intp]  # classes by descending probability, per row
+    position: dict[int, int]  # row -> index into top and top_p
+    top: list[list[int]]  # per row, the top-K class indices by descending probability
+    top_p: list[list[float]]  # their probabilities (Python floats: no numpy per row)
 
 
 class Suggester:
@@ -78,10 +78,10 @@ class Suggester:
         routes: list[Route] = [
             router.route(user, tid) for user, tid in zip(batch.user_ids, batch.ids, strict=True)
         ]
-        runs, failed = self._run_models(state, batch, routes)
-
         config = state.config
         top_k = config.top_k
+        runs, failed = self._run_models(state, batch, routes, top_k)
+
         min_conf = config.min_confidence
         rules_cache: dict[int, RulesAnswer] = {}
         rules_seconds = 0.0
@@ -115,16 +115,15 @@ class Suggester:
                     serve, fallback = Source.RULES, FallbackReason.MODEL_ERROR
                 else:
                     i = run.position[row]
-                    p = run.proba[i]
-                    order = run.order[i]
-                    if p[order[0]] < min_conf:
+                    top_p = run.top_p[i]
+                    if top_p[0] < min_conf:
                         serve, fallback = Source.RULES, FallbackReason.LOW_CONFIDENCE
                     else:
                         classes = run.model.classes
                         candidates = [
-                            {"label": classes[j], "confidence": float(p[j])}
-                            for j in order[:top_k]
-                            if p[j] >= min_conf
+                            {"label": classes[j], "confidence": p}
+                            for j, p in zip(run.top[i], top_p, strict=True)
+                            if p >= min_conf
                         ]
                         version = run.model.version
             rule: str | None = None
@@ -140,9 +139,8 @@ class Suggester:
             if shadow is not None and shadow not in failed:
                 srun = runs[shadow]
                 i = srun.position[row]
-                sp = srun.proba[i]
-                best = int(srun.order[i][0])
-                shadow_top1 = srun.model.classes[best] if sp[best] >= min_conf else None
+                best = srun.top[i][0]
+                shadow_top1 = srun.model.classes[best] if srun.top_p[i][0] >= min_conf else None
                 if shadow_top1 is None:
                     shadow_top1 = rules_for(row).top
                 agree = "true" if shadow_top1 == top1 else "false"
@@ -174,7 +172,7 @@ class Suggester:
         return answers
 
     def _run_models(
-        self, state: ServingState, batch: Batch, routes: Sequence[Route]
+        self, state: ServingState, batch: Batch, routes: Sequence[Route], top_k: int
     ) -> tuple[dict[Source, _ModelRun], set[Source]]:
         """Evaluate each model once over the rows that need it; note those that raised."""
         rows_of: dict[Source, list[int]] = {}
@@ -210,9 +208,10 @@ class Suggester:
                 self.metrics.inference_seconds.labels(role.value, model.version).observe(
                     time.perf_counter() - started
                 )
-            order = np.argsort(-proba, axis=1, kind="stable")
+            top = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]
+            top_p = np.take_along_axis(proba, top, axis=1)
             position = {row: i for i, row in enumerate(rows)} if len(rows) > 1 else {rows[0]: 0}
-            runs[role] = _ModelRun(model, position, proba, order)
+            runs[role] = _ModelRun(model, position, top.tolist(), top_p.tolist())
         return runs, failed
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.events import MAX_EVENT_ID_LENGTH
 from service.metric_names import FeedbackOutcome, Source
 
 MAX_BATCH: Final = 1000
@@ -126,7 +127,9 @@ class FeedbackRequest(BaseModel):
         },
     )
 
-    event_id: str = Field(min_length=1, max_length=512, description="from the suggestion")
+    event_id: str = Field(
+        min_length=1, max_length=MAX_EVENT_ID_LENGTH, description="from the suggestion"
+    )
     accepted_label: str = Field(
         min_length=1, max_length=128, description="the category the user kept or chose"
     )
@@ -157,6 +160,8 @@ class ModelInfo(BaseModel):
     role: Source
     version: str
     load_seconds: float
+    scorer: str = Field(description="lightgbm, or compiled once the trees are compiled")
+    scorer_detail: str
     manifest: dict[str, Any]
 
 

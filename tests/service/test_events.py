@@ -24,6 +24,15 @@ def test_an_event_id_round_trips(served_by: Source, version: str, label: str) ->
         assert (event.served_by, event.model_version, event.label) == (served_by, version, label)
 
 
+def test_the_longest_answer_still_makes_an_id_that_decodes() -> None:
+    label = "\U0001f600" * 128  # 4 bytes each in UTF-8
+    version = "v" * 128
+    for codec in (EventCodec(), EventCodec(b"key")):
+        event_id = codec.encode(Source.CANDIDATE, version, label)
+        assert len(event_id) <= MAX_EVENT_ID_LENGTH
+        assert codec.decode(event_id).label == label
+
+
 def test_event_ids_are_compact_unique_and_url_safe() -> None:
     codec = EventCodec(b"key")
     ids = {

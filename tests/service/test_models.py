@@ -115,3 +115,72 @@ def test_hidden_directories_are_unfinished_publishes_not_versions(models_copy: P
     shutil.copytree(models_copy / STABLE_VERSION, models_copy / ".v-tmp")
     with pytest.raises(ArtifactError, match="not found"):
         load_model(models_copy, ".v-tmp")
+
+
+# -- compiled trees (lleaves) -----------------------------------------------------------
+
+
+def test_compiled_trees_give_lightgbms_probabilities_and_are_cached(
+    models_root: Path, sample: np.ndarray, tmp_path: Path
+) -> None:
+    model = load_model(models_root, STABLE_VERSION)
+    before = model.predict_proba(sample)
+    assert model.scorer == "lightgbm"
+    detail = model.accelerate(tmp_path / "cache")
+    assert model.scorer == "compiled"
+    assert "max relative difference" in detail
+    after = model.predict_proba(sample)
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(after.argmax(axis=1), before.argmax(axis=1))
+    one = model.predict_proba(sample[:1])
+    np.testing.assert_allclose(one, before[:1], rtol=0, atol=1e-12)
+    (cached,) = (tmp_path / "cache").iterdir()  # one entry, no scratch files left
+    assert cached.suffix == ".o"
+    assert not cached.name.startswith(".")
+
+    again = load_model(models_root, STABLE_VERSION)
+    again.accelerate(tmp_path / "cache")  # from the cache: nothing new written
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.name]
+    np.testing.assert_allclose(again.predict_proba(sample), before, rtol=0, atol=1e-12)
+
+
+def test_compiled_trees_that_disagree_never_serve(
+    models_root: Path, sample: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.models as models  # noqa: PLC0415
+
+    real = models.compile_trees
+
+    class Skewed:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def predict(self, data: np.ndarray, n_jobs: int = 1) -> np.ndarray:
+            out: np.ndarray = self.inner.predict(data, n_jobs=n_jobs)  # type: ignore[attr-defined]
+            out[:, 0] += 1e-6  # a tiny, systematic error: still refused
+            return out
+
+    monkeypatch.setattr(models, "compile_trees", lambda *a, **k: Skewed(real(*a, **k)))
+    model = load_model(models_root, STABLE_VERSION)
+    before = model.predict_proba(sample)
+    with pytest.raises(ValueError, match="compiled trees differ from LightGBM"):
+        model.accelerate(tmp_path / "cache")
+    assert model.scorer == "lightgbm"
+    np.testing.assert_array_equal(model.predict_proba(sample), before)
+
+
+def test_a_compiler_failure_is_reported_and_leaves_nothing_in_the_cache(tmp_path: Path) -> None:
+    from service.models import compile_trees  # noqa: PLC0415
+
+    broken = tmp_path / "model.txt"
+    broken.write_text("tree\nnot a LightGBM model\n")
+    with pytest.raises(RuntimeError, match="the compiler exited with 1"):
+        compile_trees(broken, tmp_path / "cache", raw_score=True)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_the_compiler_child_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.treecompile import main  # noqa: PLC0415
+
+    assert main(["model.txt", "out.o", "logits"]) == 2
+    assert "usage: python -m service.treecompile" in capsys.readouterr().err

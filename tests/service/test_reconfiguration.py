@@ -263,3 +263,22 @@ def test_disabled_serves_rules_without_computing_models(serve: ServeFactory) -> 
     assert answer["served_by"] == "rules"
     assert served.metric(names.FALLBACKS_TOTAL, reason="disabled") == 1
     assert served.metric(names.INFERENCE_SECONDS + "_count", role="stable", model_version="v1") == 0
+
+
+def test_with_compiling_on_a_loaded_version_moves_to_compiled_trees_while_serving(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    config = ServingConfig(generation=1, stable=STABLE_VERSION)
+    served = serve(config, compile_models=True, compile_cache=tmp_path / "compiled")
+    # It answers at once, from LightGBM's predictor, while the trees compile.
+    assert served.suggest(transaction())["suggestions"][0]["served_by"] == "stable"
+    model = served.state.models[Source.STABLE]
+    deadline = time.monotonic() + 120
+    while model.scorer != "compiled" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert model.scorer == "compiled", model.scorer_detail
+    (described,) = served.client.get("/v1/models").json()["models"]
+    assert described["scorer"] == "compiled"
+    assert "max relative difference" in described["scorer_detail"]
+    assert served.metric(names.MODEL_COMPILATIONS_TOTAL, result="compiled") == 1
+    assert served.suggest(transaction())["suggestions"][0]["served_by"] == "stable"
