@@ -66,7 +66,9 @@ class SuggestionService:
             retry_seconds=settings.load_retry_seconds,
             compile_cache=settings.effective_compile_cache(),
         )
-        self.suggester = Suggester(self.rules, self.metrics, self.events)
+        self.suggester = Suggester(
+            self.rules, self.metrics, self.events, fault_delays=settings.fault_delays()
+        )
         self.fallback_config = legacy_serving_config(settings)
         self.reporter: LeaseReporter | None = None
         kind = settings.source_kind()

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     compile_cache: Path | None = Field(
         default=None, description="where compiled trees are cached (default: a temp directory)"
     )
+    fault_delay: str | None = Field(
+        default=None,
+        description="rollback drills: VERSION=SECONDS[,VERSION=SECONDS...] adds that delay to "
+        "every evaluation of that model version (timed, so its latency metrics show it)",
+    )
 
     # The original system's variables, parsed by legacy_serving_config().
     suggest_enabled: str | None = Field(
@@ -158,6 +163,26 @@ class Settings(BaseSettings):
         if self.namespace:
             return ConfigSourceKind.KUBE
         return ConfigSourceKind.ENV
+
+    def fault_delays(self) -> dict[str, float]:
+        """MODELROLLOUT_FAULT_DELAY parsed: version -> seconds (0 < seconds <= 10)."""
+        name = "MODELROLLOUT_FAULT_DELAY"
+        delays: dict[str, float] = {}
+        for item in (self.fault_delay or "").split(","):
+            if not item.strip():
+                continue
+            version, sep, seconds = item.partition("=")
+            try:
+                delay = float(seconds) if sep and version.strip() else float("nan")
+            except ValueError:
+                delay = float("nan")
+            if not 0.0 < delay <= 10.0:
+                raise SettingsError(
+                    f"{name}={self.fault_delay!r}: expected VERSION=SECONDS[,...] with "
+                    f"0 < SECONDS <= 10, got {item.strip()!r}"
+                )
+            delays[version.strip()] = delay
+        return delays
 
     def effective_compile_cache(self) -> Path | None:
         """Where compiled trees go, or None when compiling is off."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,10 +66,19 @@ class _ModelRun:
 class Suggester:
     """Stateless apart from its collaborators; one per app, shared by all requests."""
 
-    def __init__(self, rules: RuleEngine, metrics: ServiceMetrics, events: EventCodec) -> None:
+    def __init__(
+        self,
+        rules: RuleEngine,
+        metrics: ServiceMetrics,
+        events: EventCodec,
+        *,
+        fault_delays: Mapping[str, float] | None = None,
+    ) -> None:
         self.rules = rules
         self.metrics = metrics
         self.events = events
+        # Rollback drills (MODELROLLOUT_FAULT_DELAY): a version made slow on purpose.
+        self.fault_delays = dict(fault_delays or {})
 
     def suggest(self, state: ServingState, batch: Batch) -> list[Answer]:
         """Answers for ``batch``, in input order, under one serving state."""
@@ -198,6 +207,9 @@ class Suggester:
             try:
                 x = features if rows == needed else features[[feature_row[r] for r in rows]]
                 proba = model.predict_proba(x)
+                delay = self.fault_delays.get(model.version)
+                if delay:
+                    time.sleep(delay)
                 if proba.shape != (len(rows), len(model.classes)) or not np.isfinite(proba).all():
                     raise ValueError(f"unusable probabilities of shape {proba.shape}")
             except Exception:

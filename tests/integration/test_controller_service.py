@@ -6,7 +6,10 @@ scraping them, loopback load, and ``python -m controller`` deciding.
   processes, and both processes end up serving it alone;
 - a bad model (trained on rotated labels: confident and nearly always disagreeing) is
   rolled back on agreement during the shadow phase, with the reason in status and in an
-  Event: it never answered a user, and the processes go back to the stable version alone.
+  Event: it never answered a user, and the processes go back to the stable version alone;
+- a slow model (a good model that the processes delay by 20 ms per evaluation, the
+  service's rollback-drill knob ``MODELROLLOUT_FAULT_DELAY``) is rolled back on its p95
+  latency, measured by Prometheus from the processes' own histograms.
 
 No request fails in either. Models use the default shape with one training thread (OpenMP
 on every core collapses when other suites run beside this one).
@@ -46,6 +49,7 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root, rows=8000, seed=3, version="bad", corrupt="rotate_labels", params=params,
         gate=GateConfig(enforce=False),
     )  # fmt: skip
+    training.train_and_publish(root, rows=8000, seed=4, version="slow", params=params)
     return root
 
 
@@ -63,7 +67,7 @@ def stack(
     cluster.write_serving(ServingConfig(generation=1, stable="v1"))
     services = [
         ServiceProcess(f"pod-{i}", namespace, control_plane.admin_kubeconfig, models_root,
-                       tmp_path / f"pod-{i}.log")
+                       tmp_path / f"pod-{i}.log", env={"MODELROLLOUT_FAULT_DELAY": "slow=0.02"})
         for i in range(PODS)
     ]  # fmt: skip
     controller = ControllerProcess(control_plane, namespace, tmp_path, prometheus.url)
@@ -150,3 +154,30 @@ def test_disagreeing_model_is_rolled_back_on_real_suggestion_processes(
     assert load.served_by.get("candidate", 0) == 0, load.served_by  # it never answered a user
     events = cluster.events("suggest")
     assert any(e["reason"] == "AnalysisFailed" and "agreement" in e["message"] for e in events)
+
+
+def test_slow_model_is_rolled_back_on_latency_on_real_suggestion_processes(
+    stack: tuple[Cluster, ControllerProcess, list[ServiceProcess], Load], prometheus: Prometheus
+) -> None:
+    cluster, controller, services, load = stack
+    cluster.apply(rollout_body(
+        "suggest", "slow", prometheus.url,
+        analysis={"minSamples": 50,
+                  "thresholds": {"minAgreement": 0.8, "maxLatencyP95Seconds": 0.01}},
+    ))  # fmt: skip
+    st = cluster.wait_status("suggest", phase_is("RolledBack", "Failed", "Succeeded"),
+                             "the rollback", controller, 120)  # fmt: skip
+    assert st["phase"] == "RolledBack", json.dumps(st["history"], indent=1)
+    assert st["history"][-1]["reason"] == "AnalysisFailed"
+    assert "p95 latency" in st["message"]
+    assert "agreement" not in st["message"]  # a good model: only its latency failed
+    assert st["lastAnalysis"]["figures"]["latencyP95Seconds"] > 0.01
+    serving = cluster.serving()
+    assert serving is not None
+    assert (serving.stable, serving.candidate) == ("v1", None)
+    wait_until(lambda: _all_serve(services, serving.generation), timeout=10,
+               what="both processes back on v1")  # fmt: skip
+    assert [_loaded(s) for s in services] == [{"stable": "v1"}] * PODS
+    assert load.errors == 0, load.error_samples
+    events = cluster.events("suggest")
+    assert any(e["reason"] == "AnalysisFailed" and "p95 latency" in e["message"] for e in events)

@@ -282,3 +282,19 @@ def test_with_compiling_on_a_loaded_version_moves_to_compiled_trees_while_servin
     assert "max relative difference" in described["scorer_detail"]
     assert served.metric(names.MODEL_COMPILATIONS_TOTAL, result="compiled") == 1
     assert served.suggest(transaction())["suggestions"][0]["served_by"] == "stable"
+
+
+def test_a_fault_delay_shows_in_its_versions_latency_and_changes_no_answer(
+    serve: ServeFactory,
+) -> None:
+    config = ServingConfig(
+        generation=1, stable=STABLE_VERSION, candidate=CANDIDATE_VERSION, shadow_percent=100
+    )
+    served = serve(config, fault_delay=f"{CANDIDATE_VERSION}=0.05")
+    for _ in range(3):
+        body = served.suggest(transaction())
+        assert body["suggestions"][0]["served_by"] == "stable"  # answers are unchanged
+    slow = served.metric(
+        f"{names.INFERENCE_SECONDS}_sum", role="candidate", model_version=CANDIDATE_VERSION
+    )
+    assert slow >= 3 * 0.05  # a lower bound: sleep never returns early

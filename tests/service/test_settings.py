@@ -156,3 +156,21 @@ def test_process_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     assert s.kubeconfig == Path("/home/me/.kube/config")
     assert s.event_key is not None
     assert "s3cret" not in repr(s)
+
+
+def test_fault_delays_parse_per_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELROLLOUT_FAULT_DELAY", " v2=0.25, slow-1=2 ")
+    assert Settings().fault_delays() == {"v2": 0.25, "slow-1": 2.0}
+    monkeypatch.delenv("MODELROLLOUT_FAULT_DELAY")
+    assert Settings().fault_delays() == {}
+
+
+@pytest.mark.parametrize(
+    "raw", ["v2", "v2=", "=0.1", "v2=fast", "v2=0", "v2=-1", "v2=11", "v2=nan"]
+)
+def test_bad_fault_delays_are_refused_with_the_variable(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("MODELROLLOUT_FAULT_DELAY", raw)
+    with pytest.raises(SettingsError, match=r"MODELROLLOUT_FAULT_DELAY=.*VERSION=SECONDS"):
+        Settings().fault_delays()
