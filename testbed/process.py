@@ -258,6 +258,14 @@ class ServerProcess:
             self._log = None
         unregister_cleanup(self)
 
+    def kill(self) -> None:
+        """SIGKILL the process group at once (no cleanup at all, as when a node dies) and reap
+        it. :meth:`stop` afterwards still closes the log and unregisters."""
+        popen = self._popen
+        if popen is not None and popen.poll() is None:
+            _signal_group(popen.pid, signal.SIGKILL)
+            popen.wait()
+
     def reset(self) -> None:
         """Forget a stopped process so that :meth:`start` can run it again."""
         if self.running():

@@ -12,8 +12,6 @@ import json
 import os
 import random
 import secrets
-import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -35,7 +33,7 @@ from service.serving_config import (
 )
 from testbed.controlplane import ControlPlane
 from testbed.ports import free_port
-from testbed.process import TestbedError, wait_until
+from testbed.process import ServerProcess, TestbedError, wait_until
 
 __all__ = ["ROOT", "Cluster", "ControllerProcess", "Load", "ServiceProcess", "rollout_body"]
 
@@ -43,14 +41,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "modelrollout.io_modelrollouts.yaml"
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 20) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+def _restartable(
+    server: ServerProcess | None, name: str, argv: list[str], **kw: Any
+) -> ServerProcess:
+    """A :class:`ServerProcess` for ``argv``: registered for cleanup at exit and on signals,
+    in its own process group, killed by the kernel with its parent where that can be
+    arranged; a stopped or killed one is reused so that it can start again."""
+    if server is not None:
+        server.reset()
+    return ServerProcess(name, argv, **kw)
 
 
 class ControllerProcess:
@@ -77,7 +76,7 @@ class ControllerProcess:
         self.webhook_port = free_port()
         self.tick = tick
         self.extra_args = list(extra_args)
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.server: ServerProcess | None = None
 
     @property
     def webhook_url(self) -> str:
@@ -95,13 +94,13 @@ class ControllerProcess:
             "--bind=127.0.0.1", f"--tick={self.tick}", "--configmap-resync=2",
             "--log-level=info", *self.extra_args,
         ]  # fmt: skip
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        server = _restartable(self.server, "controller", argv, log_path=self.log, cwd=ROOT)
+        self.server = server
+        server.start()
 
         def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise TestbedError(f"controller exited {self.proc.returncode}:\n{self.tail()}")
+            if not server.running():
+                raise TestbedError(f"controller exited {server.returncode()}:\n{self.tail()}")
             try:
                 return httpx.get(f"http://127.0.0.1:{self.metrics_port}/healthz").status_code == 200
             except httpx.HTTPError:
@@ -111,12 +110,12 @@ class ControllerProcess:
 
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as when a node dies."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        if self.server is not None:
+            self.server.kill()
 
     def stop(self) -> None:
-        _stop(self.proc)
+        if self.server is not None:
+            self.server.stop(timeout=20)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
@@ -151,7 +150,7 @@ class ServiceProcess:
             "KUBECONFIG": str(kubeconfig),
             **(env or {}),
         }
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.server: ServerProcess | None = None
 
     @property
     def url(self) -> str:
@@ -162,15 +161,14 @@ class ServiceProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "--host=127.0.0.1", f"--port={self.port}"],
-                stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
-            )  # fmt: skip
+        argv = [sys.executable, "-m", "service", "--host=127.0.0.1", f"--port={self.port}"]
+        server = _restartable(self.server, self.pod, argv, log_path=self.log, env=self.env,
+                              cwd=ROOT)  # fmt: skip
+        self.server = server
+        server.start()
 
         def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
+            if not server.running():
                 raise TestbedError(f"{self.pod} exited:\n{self.tail()}")
             try:
                 return httpx.get(f"{self.url}/readyz").status_code == 200
@@ -180,7 +178,8 @@ class ServiceProcess:
         wait_until(ready, timeout=timeout, what=f"{self.pod} ready", on_timeout=self.tail)
 
     def stop(self) -> None:
-        _stop(self.proc)
+        if self.server is not None:
+            self.server.stop(timeout=20)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
