@@ -472,7 +472,7 @@ def history_time(st: dict[str, Any], to: str) -> datetime | None:
 
 def demo_rollout(version: str, prometheus_url: str, *, quick: bool) -> dict[str, Any]:
     """The ModelRollout the demo applies: shadow 100 % for 2 passing analyses, canary steps
-    10 -> 50 -> 100 %, one analysis a second over 5 s, at least 50 comparisons and 80 %
+    10 -> 50 -> 100 %, one analysis a second over 5 s, at least 50 comparisons and 90 %
     agreement. Short timings, so the whole story fits in a minute."""
     return rollout_body(
         ROLLOUT,
@@ -480,7 +480,7 @@ def demo_rollout(version: str, prometheus_url: str, *, quick: bool) -> dict[str,
         prometheus_url,
         TARGET,
         canary={"percent": 100, "steps": [10, 50], "stepInterval": "1s" if quick else "3s"},
-        analysis={"minSamples": 50, "thresholds": {"minAgreement": 0.8}},
+        analysis={"minSamples": 50, "thresholds": {"minAgreement": 0.9}},
     )
 
 
