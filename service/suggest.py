@@ -112,6 +112,7 @@ class Suggester:
         comparisons: Counter[tuple[str, str, str, str]] = Counter()
         answers: list[Answer] = []
         events = self.events
+        nonces = events.nonces(n)
         for row in range(n):
             route = routes[row]
             serve = route.serve
@@ -165,7 +166,7 @@ class Suggester:
                     "served_by": serve.value,
                     "model_version": None if version == NO_VERSION else version,
                     "rule": rule,
-                    "event_id": events.encode(serve, version, top1),
+                    "event_id": events.encode(serve, version, top1, nonces[row]),
                 }
             )
 

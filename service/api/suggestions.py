@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -93,8 +93,5 @@ async def create_suggestions(
         state, answers = service.suggest(batch)
     else:
         state, answers = await run_in_threadpool(service.suggest, batch)
-    body = json.dumps(
-        {"generation": state.config.generation, "suggestions": answers},
-        separators=(",", ":"),
-    )
+    body = orjson.dumps({"generation": state.config.generation, "suggestions": answers})
     return Response(body, media_type="application/json")

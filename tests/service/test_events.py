@@ -71,3 +71,15 @@ def test_a_signed_id_is_refused_when_altered_or_signed_with_another_key() -> Non
 def test_decoding_anything_either_succeeds_or_raises_event_id_error(text: str) -> None:
     with contextlib.suppress(EventIdError):
         EventCodec().decode(text)
+
+
+def test_nonces_drawn_for_a_batch_are_distinct_and_shaped_like_single_ones() -> None:
+    codec = EventCodec(b"key")
+    nonces = EventCodec.nonces(1000)
+    assert len(nonces) == len(set(nonces)) == 1000
+    single = codec.encode(Source.STABLE, "v1", "Dining").split(".")[2]
+    assert {len(n) for n in nonces} == {len(single)} == {12}
+    event_id = codec.encode(Source.STABLE, "v1", "Dining", nonces[7])
+    assert event_id.split(".")[2] == nonces[7]
+    assert codec.decode(event_id).label == "Dining"
+    assert EventCodec.nonces(0) == []
