@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -272,6 +273,18 @@ class Figures(_Camel):
     feedback_samples: float | None = None
     feedback_acceptance_ratio: float | None = None
     custom: dict[str, float] = Field(default_factory=dict)
+
+    @field_serializer(
+        "agreement", "worst_category_agreement", "error_rate", "feedback_acceptance_ratio"
+    )
+    def _ratio(self, value: float | None) -> float | None:
+        """Status shows ratios to 4 decimals (``kubectl get mro``'s AGREEMENT column);
+        decisions use the unrounded figures."""
+        return None if value is None else round(value, 4)
+
+    @field_serializer("latency_p95_seconds")
+    def _seconds(self, value: float | None) -> float | None:
+        return None if value is None else round(value, 6)
 
 
 class AnalysisResult(_Camel):

@@ -111,3 +111,16 @@ def test_custom_checks(value: float | None, outcome: AnalysisOutcome) -> None:
     )
     got, _ = judge(Figures.model_validate(GOOD), analysis, custom={"ratio": value})
     assert got == outcome
+
+
+def test_status_shows_figures_rounded_and_judging_uses_them_unrounded() -> None:
+    figures = Figures(samples=2020.0, agreement=0.7499996, latency_p95_seconds=0.01234567)
+    shown = figures.dump()
+    assert shown["agreement"] == 0.75  # what kubectl get mro shows
+    assert shown["latencyP95Seconds"] == 0.012346
+    assert shown["samples"] == 2020.0
+    outcome, reasons = judge(
+        figures, AnalysisSpec.model_validate({"thresholds": {"minAgreement": 0.75}})
+    )
+    assert outcome is AnalysisOutcome.FAIL  # 0.7499996 < 0.75, although shown as 0.75
+    assert any("agreement" in r for r in reasons)
