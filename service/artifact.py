@@ -75,7 +75,8 @@ class Calibration(BaseModel):
         """Calibrated probabilities, shape ``(n, classes)``, from scores of the same shape."""
         a = np.asarray(self.a)
         b = np.asarray(self.b)
-        proba = 1.0 / (1.0 + np.exp(scores * a + b))
+        with np.errstate(over="ignore"):  # exp -> inf is the sigmoid's limit: p = 0
+            proba = 1.0 / (1.0 + np.exp(scores * a + b))
         total = proba.sum(axis=1, keepdims=True)
         n_classes = proba.shape[1]
         uniform = np.full_like(proba, 1.0 / n_classes)

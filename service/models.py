@@ -177,7 +177,9 @@ def compiler_available() -> str | None:
     return None
 
 
-def compile_trees(model_file: Path, cache_dir: Path, *, raw_score: bool) -> Any:
+def compile_trees(
+    model_file: Path, cache_dir: Path, *, raw_score: bool, sha256: str | None = None
+) -> Any:
     """The lleaves model of ``model_file``, loaded from its compiled code in ``cache_dir``
     (compiled first, in a child process, when it is not there yet).
 
@@ -193,7 +195,8 @@ def compile_trees(model_file: Path, cache_dir: Path, *, raw_score: bool) -> Any:
     versions = "-".join(importlib.metadata.version(d) for d in ("lleaves", "llvmlite"))
     cpu = f"{platform.machine()}-{binding.get_host_cpu_name()}"
     output = "raw" if raw_score else "proba"
-    key = f"{sha256_file(model_file)[:32]}-{output}-{cpu}-{versions}.o"
+    digest = sha256 or sha256_file(model_file)  # a loaded version's manifest has it, verified
+    key = f"{digest[:32]}-{output}-{cpu}-{versions}.o"
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / key
     if not final.exists():
@@ -262,7 +265,8 @@ class _CalibrationKernel:
         self._b = np.asarray(calibration.b, dtype=np.float64)
 
     def __call__(self, scores: Matrix) -> Matrix:
-        proba: Matrix = 1.0 / (1.0 + np.exp(scores * self._a + self._b))
+        with np.errstate(over="ignore"):  # exp -> inf is the sigmoid's limit: p = 0
+            proba: Matrix = 1.0 / (1.0 + np.exp(scores * self._a + self._b))
         total = proba.sum(axis=1, keepdims=True)
         if not total.all():
             return self._calibration.apply(scores)
@@ -319,7 +323,13 @@ class LoadedModel:
         started = time.perf_counter()
         raw = self.calibration.input == "raw_score"
         compiled = CompiledScorer(
-            compile_trees(self.model_file, cache_dir, raw_score=raw), len(self.classes)
+            compile_trees(
+                self.model_file,
+                cache_dir,
+                raw_score=raw,
+                sha256=self.manifest.files[MODEL_FILE],
+            ),
+            len(self.classes),
         )
         probe = probe_features()
         expected = self._scorer(probe)

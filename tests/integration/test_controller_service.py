@@ -105,6 +105,29 @@ def _loaded(svc: ServiceProcess) -> dict[str, str]:
     return {m["role"]: m["version"] for m in svc.models()["models"]}
 
 
+def _rolled_back_to_v1(
+    stack: tuple[Cluster, ControllerProcess, list[ServiceProcess], Load], reason: str
+) -> dict[str, Any]:
+    """Wait for the rollback and check what every rollback must leave: the reason in status
+    and in an Event, v1 alone in the ConfigMap and on both processes, no failed request."""
+    cluster, controller, services, load = stack
+    st = cluster.wait_status("suggest", phase_is("RolledBack", "Failed", "Succeeded"),
+                             "the rollback", controller, 120)  # fmt: skip
+    assert st["phase"] == "RolledBack", json.dumps(st["history"], indent=1)
+    assert st["history"][-1]["reason"] == "AnalysisFailed"
+    assert reason in st["message"]
+    serving = cluster.serving()
+    assert serving is not None
+    assert (serving.stable, serving.candidate) == ("v1", None)
+    wait_until(lambda: _all_serve(services, serving.generation), timeout=10,
+               what="both processes back on v1")  # fmt: skip
+    assert [_loaded(s) for s in services] == [{"stable": "v1"}] * PODS
+    assert load.errors == 0, load.error_samples
+    events = cluster.events("suggest")
+    assert any(e["reason"] == "AnalysisFailed" and reason in e["message"] for e in events)
+    return st
+
+
 def test_good_model_is_promoted_on_real_suggestion_processes(
     stack: tuple[Cluster, ControllerProcess, list[ServiceProcess], Load], prometheus: Prometheus
 ) -> None:
@@ -131,53 +154,27 @@ def test_good_model_is_promoted_on_real_suggestion_processes(
 def test_disagreeing_model_is_rolled_back_on_real_suggestion_processes(
     stack: tuple[Cluster, ControllerProcess, list[ServiceProcess], Load], prometheus: Prometheus
 ) -> None:
-    cluster, controller, services, load = stack
+    cluster, _, _, load = stack
     cluster.apply(rollout_body(
         "suggest", "bad", prometheus.url,
         analysis={"minSamples": 50, "thresholds": {"minAgreement": 0.8}},
     ))  # fmt: skip
-    st = cluster.wait_status("suggest", phase_is("RolledBack", "Failed", "Succeeded"),
-                             "the rollback", controller, 120)  # fmt: skip
-    assert st["phase"] == "RolledBack", json.dumps(st["history"], indent=1)
-    assert st["history"][-1]["reason"] == "AnalysisFailed"
-    assert "agreement" in st["message"]
+    st = _rolled_back_to_v1(stack, "agreement")
     assert st["lastAnalysis"]["figures"]["agreement"] < 0.8
-    serving = cluster.serving()
-    assert serving is not None
-    assert (serving.stable, serving.candidate) == ("v1", None)
     cm = json.loads(cluster.kubectl("get", "configmap", configmap_name(TARGET), "-o", "json"))
     assert cm["metadata"]["labels"][ROLLOUT_LABEL] == "suggest"
-    wait_until(lambda: _all_serve(services, serving.generation), timeout=10,
-               what="both processes back on v1")  # fmt: skip
-    assert [_loaded(s) for s in services] == [{"stable": "v1"}] * PODS
-    assert load.errors == 0, load.error_samples
     assert load.served_by.get("candidate", 0) == 0, load.served_by  # it never answered a user
-    events = cluster.events("suggest")
-    assert any(e["reason"] == "AnalysisFailed" and "agreement" in e["message"] for e in events)
 
 
 def test_slow_model_is_rolled_back_on_latency_on_real_suggestion_processes(
     stack: tuple[Cluster, ControllerProcess, list[ServiceProcess], Load], prometheus: Prometheus
 ) -> None:
-    cluster, controller, services, load = stack
+    cluster = stack[0]
     cluster.apply(rollout_body(
         "suggest", "slow", prometheus.url,
         analysis={"minSamples": 50,
                   "thresholds": {"minAgreement": 0.8, "maxLatencyP95Seconds": 0.01}},
     ))  # fmt: skip
-    st = cluster.wait_status("suggest", phase_is("RolledBack", "Failed", "Succeeded"),
-                             "the rollback", controller, 120)  # fmt: skip
-    assert st["phase"] == "RolledBack", json.dumps(st["history"], indent=1)
-    assert st["history"][-1]["reason"] == "AnalysisFailed"
-    assert "p95 latency" in st["message"]
+    st = _rolled_back_to_v1(stack, "p95 latency")
     assert "agreement" not in st["message"]  # a good model: only its latency failed
     assert st["lastAnalysis"]["figures"]["latencyP95Seconds"] > 0.01
-    serving = cluster.serving()
-    assert serving is not None
-    assert (serving.stable, serving.candidate) == ("v1", None)
-    wait_until(lambda: _all_serve(services, serving.generation), timeout=10,
-               what="both processes back on v1")  # fmt: skip
-    assert [_loaded(s) for s in services] == [{"stable": "v1"}] * PODS
-    assert load.errors == 0, load.error_samples
-    events = cluster.events("suggest")
-    assert any(e["reason"] == "AnalysisFailed" and "p95 latency" in e["message"] for e in events)

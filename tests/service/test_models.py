@@ -184,3 +184,13 @@ def test_the_compiler_child_refuses_bad_arguments(capsys: pytest.CaptureFixture[
 
     assert main(["model.txt", "out.o", "logits"]) == 2
     assert "usage: python -m service.treecompile" in capsys.readouterr().err
+
+
+def test_calibration_of_extreme_scores_is_finite_and_silent() -> None:
+    """exp() overflows for very negative slopes times large scores: the sigmoid is 0 there,
+    with no RuntimeWarning (warnings are errors in this suite)."""
+    from service.artifact import Calibration  # noqa: PLC0415
+
+    calibration = Calibration(a=[-1.0, -1.0], b=[0.0, 0.0])
+    out = calibration.apply(np.array([[1000.0, -1000.0], [-1000.0, -1000.0]]))
+    np.testing.assert_array_equal(out, [[1.0, 0.0], [0.5, 0.5]])

@@ -15,6 +15,7 @@ from service.metric_names import FallbackReason, Source
 from service.models import LoadedModel
 from service.routing import canary_bucket
 from service.serving_config import ServingConfig, SuggestMode
+from testbed.process import wait_until
 from tests.service.conftest import (
     CANDIDATE_VERSION,
     STABLE_VERSION,
@@ -41,10 +42,8 @@ def test_a_new_file_is_applied_without_restart(serve: ServeFactory) -> None:
 def test_an_invalid_file_is_not_applied_and_the_error_is_shown(serve: ServeFactory) -> None:
     served = serve(ServingConfig(generation=5, stable=STABLE_VERSION))
     served.config_file.write_text('{"generation": 6, "stable": "v1", "canary_percent": 500}')
-    deadline = time.monotonic() + 5
-    while served.service.source.status()["last_error"] is None:
-        assert time.monotonic() < deadline, "the invalid document was not noticed"
-        time.sleep(0.02)
+    wait_until(lambda: served.service.source.status()["last_error"] is not None, timeout=5,
+               interval=0.02, what="the invalid document noticed")  # fmt: skip
     body = served.client.get("/v1/models").json()
     assert body["generation"] == 5
     assert "canary_percent" in body["config_source"]["last_error"]
@@ -273,10 +272,8 @@ def test_with_compiling_on_a_loaded_version_moves_to_compiled_trees_while_servin
     # It answers at once, from LightGBM's predictor, while the trees compile.
     assert served.suggest(transaction())["suggestions"][0]["served_by"] == "stable"
     model = served.state.models[Source.STABLE]
-    deadline = time.monotonic() + 120
-    while model.scorer != "compiled" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert model.scorer == "compiled", model.scorer_detail
+    wait_until(lambda: model.scorer == "compiled", timeout=120, what="the compiled trees",
+               on_timeout=lambda: model.scorer_detail)  # fmt: skip
     (described,) = served.client.get("/v1/models").json()["models"]
     assert described["scorer"] == "compiled"
     assert "max relative difference" in described["scorer_detail"]
