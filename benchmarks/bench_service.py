@@ -174,6 +174,17 @@ def wait_compiled(url: str, timeout: float = 600.0) -> dict[str, object]:
         time.sleep(0.5)
 
 
+def _sample(metrics: str) -> float:
+    """Transactions served by the stable model per evaluation of it (all runs so far)."""
+    served = evaluations = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("modelrollout_predictions_total{") and 'served_by="stable"' in line:
+            served += float(line.rsplit(" ", 1)[1])
+        if line.startswith("modelrollout_inference_seconds_count{") and 'role="stable"' in line:
+            evaluations += float(line.rsplit(" ", 1)[1])
+    return served / evaluations if evaluations else float("nan")
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -252,7 +263,9 @@ def main() -> int:
         (work / "batch.json").write_text(json.dumps({"transactions": batch}))
         (work / "batch.lua").write_text(BATCH_LUA.replace("{body}", str(work / "batch.json")))
 
-        def service_env(name: str, config: dict[str, object]) -> dict[str, str]:
+        def service_env(
+            name: str, config: dict[str, object], extra: dict[str, str] | None = None
+        ) -> dict[str, str]:
             path = work / f"serving-{name}.json"
             path.write_text(json.dumps(config))
             env = {k: v for k, v in os.environ.items() if not k.startswith("SUGGEST_")}
@@ -265,7 +278,7 @@ def main() -> int:
                 "MODELROLLOUT_COMPILE_MODELS": "1" if args.compile else "0",
                 "MODELROLLOUT_COMPILE_CACHE": str(work / "compiled"),
             }
-            return env
+            return env | (extra or {})
 
         ratios: dict[str, tuple[float, float]] = {}
         configs: dict[str, dict[str, object]] = {
@@ -277,8 +290,15 @@ def main() -> int:
             "rules+shadow": {
                 "generation": 1, "mode": "heuristic", "stable": "v1", "shadow_percent": 100
             },
+            # The same two, each request evaluated alone (service/coalesce.py off).
+            "model, alone": {"generation": 1, "stable": "v1"},
+            "model+shadow, alone": {
+                "generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100
+            },
         }  # fmt: skip
+        alone = {"MODELROLLOUT_COALESCE": "0"}
         results: dict[str, dict[str, float]] = {}
+        coalesced: dict[str, float] = {}
         rss: tuple[float, int] = (float("nan"), 0)
         metrics = ""
         port = free_port()
@@ -301,7 +321,7 @@ def main() -> int:
         with process(trivial, trivial_env, ping, work / "trivial.log"):
             wrk(ping, get, connections=4, seconds=2)  # warm-up
             for name, config in configs.items():
-                env = service_env(name, config)
+                env = service_env(name, config, alone if name.endswith("alone") else None)
                 with process(serve, env, f"{url}/readyz", work / f"{name}.log") as pid:
                     served = (
                         wait_compiled(url) if args.compile else httpx.get(f"{url}/v1/models").json()
@@ -313,6 +333,9 @@ def main() -> int:
                     for c in (1, 8):
                         results[f"{name} c{c}"] = wrk(url, one, connections=c, seconds=seconds)
                         results[f"  trivial c{c}"] = wrk(ping, get, connections=c, seconds=seconds)
+                    if name in ("model", "model+shadow"):
+                        # one-transaction requests per evaluation of the stable model
+                        coalesced[name] = _sample(httpx.get(f"{url}/metrics").text)
                     if name in BATCHED:
                         batch_lua = work / "batch.lua"
                         results[f"{name} batch1000 c2"] = wrk(
@@ -347,6 +370,8 @@ def main() -> int:
         for name in BATCHED:
             tx_per_s = results[f"{name} batch1000 c2"]["rps"] * 1000
             print(f"{name:<13} batches of 1,000: {tx_per_s:,.0f} transactions/s")
+        for name, per_call in coalesced.items():
+            print(f"{name:<13} transactions per evaluation of the stable model: {per_call:.2f}")
         print(f"RSS of one service process with {rss[1]} models loaded: {rss[0]:.0f} MiB")
         for line in metrics.splitlines():
             if line.startswith(

@@ -196,7 +196,7 @@ def compile_trees(
     cpu = f"{platform.machine()}-{binding.get_host_cpu_name()}"
     output = "raw" if raw_score else "proba"
     digest = sha256 or sha256_file(model_file)  # a loaded version's manifest has it, verified
-    key = f"{digest[:32]}-{output}-{cpu}-{versions}.o"
+    key = f"{digest[:32]}-{output}-inline-{cpu}-{versions}.o"
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / key
     if not final.exists():
@@ -223,7 +223,7 @@ def compile_trees(
         finally:
             scratch.unlink(missing_ok=True)
     compiled = lleaves.Model(model_file=str(model_file))
-    compiled.compile(cache=str(final), raw_score=raw_score, finline=False)
+    compiled.compile(cache=str(final), raw_score=raw_score, finline=True)  # loads the file
     return compiled
 
 

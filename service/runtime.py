@@ -10,6 +10,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from starlette.concurrency import run_in_threadpool
+
+from service.coalesce import Coalescer
 from service.config_source import (
     ConfigMapSource,
     ConfigSource,
@@ -69,6 +72,9 @@ class SuggestionService:
         self.suggester = Suggester(
             self.rules, self.metrics, self.events, fault_delays=settings.fault_delays()
         )
+        self.coalescer: Coalescer[ServingState] = Coalescer(
+            self.suggest, max_rows=settings.inline_rows
+        )
         self.fallback_config = legacy_serving_config(settings)
         self.reporter: LeaseReporter | None = None
         kind = settings.source_kind()
@@ -126,6 +132,17 @@ class SuggestionService:
         """Answers under the current state (read once), and that state."""
         state = self.store.current
         return state, self.suggester.suggest(state, batch)
+
+    async def answer(self, batch: Batch) -> tuple[ServingState, list[Answer]]:
+        """:meth:`suggest` from the event loop. Small requests are answered on the loop (a
+        thread hop costs more than the work), together with the other small requests ready
+        at the same time (:mod:`service.coalesce`); large ones on a worker thread, where the
+        trees run without the GIL."""
+        if len(batch) > self.settings.inline_rows:
+            return await run_in_threadpool(self.suggest, batch)
+        if self.settings.coalesce:
+            return await self.coalescer.suggest(batch)
+        return self.suggest(batch)
 
     def feedback(self, event_id: str, accepted_label: str) -> FeedbackResult:
         """Count feedback on the answer ``event_id`` names; ``EventIdError`` if it names none."""

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     event_key: SecretStr | None = None
     predict_threads: int = Field(default=1, ge=1, le=64)
     inline_rows: int = Field(default=64, ge=1)
+    coalesce: bool = Field(
+        default=True,
+        description="answer small requests that are ready at the same time in one batch "
+        "(service/coalesce.py); off: each request is evaluated alone",
+    )
     report: bool = True
     file_poll_seconds: float = Field(default=0.25, gt=0)
     load_retry_seconds: float = Field(default=30.0, gt=0)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Body, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
-from service.api.deps import ServiceDep
 from service.api.schemas import (
     MAX_BATCH,
     MAX_BODY_BYTES,
@@ -17,6 +17,7 @@ from service.api.schemas import (
     SuggestionsResponse,
     ValidationErrorResponse,
 )
+from service.runtime import SuggestionService
 from service.suggest import Batch
 
 router = APIRouter(prefix="/v1", tags=["suggestions"])
@@ -60,6 +61,57 @@ _EXAMPLES: dict[str, Any] = {
 }
 
 
+_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/SuggestionsRequest"},
+            "examples": _EXAMPLES,
+        }
+    },
+}
+"""The request body as FastAPI would document a ``SuggestionsRequest`` body parameter; the
+schemas it refers to are added by :func:`request_schemas`."""
+
+
+def request_schemas() -> dict[str, Any]:
+    """``SuggestionsRequest`` and the schemas it uses, for the OpenAPI document's
+    ``components.schemas``."""
+    schema = SuggestionsRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs: dict[str, Any] = schema.pop("$defs", {})
+    return {**defs, "SuggestionsRequest": schema}
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def parse_request(request: Request) -> SuggestionsRequest:
+    """The validated body: pydantic parses and validates the bytes in one pass (FastAPI's
+    body parameter would ``json.loads`` them and then validate the objects). Errors are
+    FastAPI's, with ``loc`` starting at ``"body"``, so the 413/422 handlers see them alike."""
+    if not _is_json(request.headers.get("content-type", "")):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body",),
+                    "msg": "the body must be JSON (Content-Type: application/json)",
+                    "type": "content_type",
+                }
+            ]
+        )
+    try:
+        return SuggestionsRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        ) from None
+
+
 @router.post(
     "/suggestions",
     response_model=SuggestionsResponse,
@@ -74,12 +126,12 @@ _EXAMPLES: dict[str, Any] = {
         413: {"model": MessageResponse, "description": "too many transactions or too large"},
         422: {"model": ValidationErrorResponse, "description": "malformed request"},
     },
+    openapi_extra={"requestBody": _REQUEST_BODY},
 )
-async def create_suggestions(
-    request: Annotated[SuggestionsRequest, Body(openapi_examples=_EXAMPLES)],
-    service: ServiceDep,
-) -> Response:
-    txns = request.transactions
+async def create_suggestions(request: Request) -> Response:
+    body = await parse_request(request)
+    service: SuggestionService = request.app.state.service
+    txns = body.transactions
     batch = Batch(
         ids=[t.id for t in txns],
         merchants=[t.merchant for t in txns],
@@ -87,11 +139,6 @@ async def create_suggestions(
         amounts=[t.amount for t in txns],
         user_ids=[t.user_id for t in txns],
     )
-    # Small requests are answered on the event loop (a thread hop costs more than the
-    # work); large ones on a worker thread, where LightGBM runs without the GIL.
-    if len(batch) <= service.settings.inline_rows:
-        state, answers = service.suggest(batch)
-    else:
-        state, answers = await run_in_threadpool(service.suggest, batch)
-    body = orjson.dumps({"generation": state.config.generation, "suggestions": answers})
-    return Response(body, media_type="application/json")
+    state, answers = await service.answer(batch)
+    body_bytes = orjson.dumps({"generation": state.config.generation, "suggestions": answers})
+    return Response(body_bytes, media_type="application/json")
