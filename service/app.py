@@ -31,7 +31,7 @@ def create_app(
         # with LightGBM) lives as long as the process. Frozen, the collector's full passes
         # skip it; otherwise each one walks it all, ~60-80 ms with the event loop stopped,
         # several times a second under load (the p99 at concurrency 8 went from ~70 ms to
-        # ~4 ms). Objects made later, such as loaded models, are collected as usual.
+        # ~3 ms). Objects made later, such as loaded models, are collected as usual.
         gc.freeze()
         try:
             yield

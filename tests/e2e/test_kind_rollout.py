@@ -14,12 +14,13 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from testbed.process import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,14 +53,8 @@ def kubectl(*args: str, input_text: str | None = None) -> str:
 
 
 def wait_for(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+    # Any falsy result (an empty list of versions, say) means "not yet".
+    return wait_until(lambda: check() or None, timeout=timeout, interval=2.0, what=what)
 
 
 @pytest.fixture(scope="module")

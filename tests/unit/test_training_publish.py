@@ -21,6 +21,7 @@ from service.artifact import (
     verify_version,
 )
 from service.features import FEATURE_NAMES
+from testbed.process import wait_until
 from training.publish import (
     STALE_AFTER_SECONDS,
     VERSION_PATTERN,
@@ -170,11 +171,12 @@ def test_a_publisher_killed_mid_publish_leaves_no_version(tmp_path: Path) -> Non
     script = _KILLED_PUBLISHER.format(marker=str(marker), models=str(models))
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
+
+        def renaming() -> bool:
             assert proc.poll() is None, "the publisher exited before renaming"
-            assert time.monotonic() < deadline, "the publisher never reached the rename"
-            time.sleep(0.05)
+            return marker.exists()
+
+        wait_until(renaming, timeout=60, interval=0.05, what="the publisher at the rename")
         leftover = Path(marker.read_text())
         assert leftover.name.startswith(".tmp-v2-")
         assert (leftover / MANIFEST_FILE).is_file()
