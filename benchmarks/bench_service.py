@@ -6,9 +6,13 @@ What it measures, with real uvicorn processes (one worker each, ``python -m serv
    (``model``), the stable model serving and the candidate computed in the shadow of 100%
    of requests (``model+shadow``), and rules serving with the model in shadow
    (``rules+shadow``, the original shadow mode): p50/p99 latency at concurrency 1 and
-   throughput at concurrency 8;
+   throughput at concurrency 8; then model+shadow with each request's shadow evaluated
+   with it (``service/shadow.py`` off) and model and model+shadow with each request
+   evaluated alone (``service/coalesce.py`` off), to show what each of those brings;
 2. the same for a trivial FastAPI endpoint served the same way, measured right after each
-   of them (the ratio compares figures taken side by side);
+   of them (the ratio compares figures taken side by side); throughput at concurrency 8
+   alternates ``--rounds`` times between the two and the median ratio is printed, with
+   its range (one pair of runs swings by 15% or more on a shared machine);
 3. transactions/s in batches of 1,000 (rules, model, model + 100% shadow), two
    connections (two requests in flight: LightGBM runs on a worker thread without the GIL);
 4. RSS of the service process with two models loaded.
@@ -20,7 +24,8 @@ is bounded (``--seconds``); everything listens on 127.0.0.1 only.
 The models are trained here by ``training.pipeline.train_and_publish`` with its default
 parameters (the ones a user gets), unless ``--quick``.
 
-    .venv/bin/python benchmarks/bench_service.py [--seconds 10] [--quick]
+    .venv/bin/python benchmarks/bench_service.py [--seconds 10] [--rounds 3] [--quick]
+        [--only model --only model+shadow] [--compile-cache DIR]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -218,12 +224,34 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
     parser.add_argument("--quick", action="store_true", help="small models (TrainParams.quick)")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="throughput at concurrency 8 is measured this many times, alternating with the "
+        "trivial endpoint; the ratio printed is the median of the rounds' ratios",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run this configuration (repeat for several; default: all)",
+    )
+    parser.add_argument(
+        "--compile-cache",
+        type=Path,
+        default=None,
+        help="directory for compiled trees, kept between runs (default: a temporary one)",
+    )
+    parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="serve from the trees compiled by lleaves, as the chart does (default: on)",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
@@ -276,7 +304,7 @@ def main() -> int:
                 "PYTHONPATH": str(ROOT),
                 "OMP_NUM_THREADS": "1",
                 "MODELROLLOUT_COMPILE_MODELS": "1" if args.compile else "0",
-                "MODELROLLOUT_COMPILE_CACHE": str(work / "compiled"),
+                "MODELROLLOUT_COMPILE_CACHE": str(args.compile_cache or work / "compiled"),
             }
             return env | (extra or {})
 
@@ -290,13 +318,27 @@ def main() -> int:
             "rules+shadow": {
                 "generation": 1, "mode": "heuristic", "stable": "v1", "shadow_percent": 100
             },
+            # Each request's shadow evaluated with it (service/shadow.py off).
+            "model+shadow, shadow inline": {
+                "generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100
+            },
             # The same two, each request evaluated alone (service/coalesce.py off).
             "model, alone": {"generation": 1, "stable": "v1"},
             "model+shadow, alone": {
                 "generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100
             },
         }  # fmt: skip
-        alone = {"MODELROLLOUT_COALESCE": "0"}
+        extra_env = {
+            "model+shadow, shadow inline": {"MODELROLLOUT_SHADOW_BATCH_ROWS": "1"},
+            "model, alone": {"MODELROLLOUT_COALESCE": "0"},
+            "model+shadow, alone": {"MODELROLLOUT_COALESCE": "0"},
+        }
+        if args.only:
+            wanted = args.only
+            unknown = sorted(set(wanted) - set(configs))
+            if unknown:
+                parser.error(f"unknown configurations {unknown}; known: {sorted(configs)}")
+            configs = {n: c for n, c in configs.items() if n in wanted}
         results: dict[str, dict[str, float]] = {}
         coalesced: dict[str, float] = {}
         rss: tuple[float, int] = (float("nan"), 0)
@@ -321,7 +363,7 @@ def main() -> int:
         with process(trivial, trivial_env, ping, work / "trivial.log"):
             wrk(ping, get, connections=4, seconds=2)  # warm-up
             for name, config in configs.items():
-                env = service_env(name, config, alone if name.endswith("alone") else None)
+                env = service_env(name, config, extra_env.get(name))
                 with process(serve, env, f"{url}/readyz", work / f"{name}.log") as pid:
                     served = (
                         wait_compiled(url) if args.compile else httpx.get(f"{url}/v1/models").json()
@@ -330,9 +372,15 @@ def main() -> int:
                     scorers = {m["version"]: m["scorer"] for m in served["models"]}
                     print(f"{name}: serving {served['config']}, scorers {scorers}", flush=True)
                     wrk(url, one, connections=4, seconds=2)  # warm-up
-                    for c in (1, 8):
-                        results[f"{name} c{c}"] = wrk(url, one, connections=c, seconds=seconds)
-                        results[f"  trivial c{c}"] = wrk(ping, get, connections=c, seconds=seconds)
+                    results[f"{name} c1"] = wrk(url, one, connections=1, seconds=seconds)
+                    results["  trivial c1"] = wrk(ping, get, connections=1, seconds=seconds)
+                    round_ratios = []
+                    for r in range(args.rounds):
+                        ours = wrk(url, one, connections=8, seconds=seconds)
+                        theirs = wrk(ping, get, connections=8, seconds=seconds)
+                        round_ratios.append(ours["rps"] / theirs["rps"])
+                        results[f"{name} c8" + (f" #{r + 1}" if r else "")] = ours
+                        results["  trivial c8" + (f" #{r + 1}" if r else "")] = theirs
                     if name in ("model", "model+shadow"):
                         # one-transaction requests per evaluation of the stable model
                         coalesced[name] = _sample(httpx.get(f"{url}/metrics").text)
@@ -345,12 +393,14 @@ def main() -> int:
                         rss = (rss_mib(pid), len(loaded))
                         metrics = httpx.get(f"{url}/metrics").text
                     ratios[name] = (
-                        results[f"{name} c8"]["rps"] / results["  trivial c8"]["rps"],
+                        statistics.median(round_ratios),
+                        min(round_ratios),
+                        max(round_ratios),
                         results["  trivial c1"].get("p99", 0.0),
                     )
                 # Keep the trivial figures of every round in the table.
-                for c in (1, 8):
-                    results[f"  trivial c{c} ({name})"] = results.pop(f"  trivial c{c}")
+                for key in [k for k in results if k.startswith("  trivial c") and "(" not in k]:
+                    results[f"{key} ({name})"] = results.pop(key)
 
         print()
         print(f"{'run':<32}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
@@ -360,14 +410,15 @@ def main() -> int:
                 f"{r.get('p99', 0):>9.2f}{r['non2xx']:>9.0f}"
             )
         print()
-        for name, (ratio, trivial_p99) in ratios.items():
+        for name, (ratio, low, high, trivial_p99) in ratios.items():
             c1 = results[f"{name} c1"]
             print(
                 f"{name:<13} p50 {c1.get('p50', 0):.2f} ms, p99 {c1.get('p99', 0):.2f} ms at "
                 f"concurrency 1 (client side; trivial p99 {trivial_p99:.2f} ms beside it); "
-                f"{ratio:.0%} of the trivial endpoint's throughput at concurrency 8"
+                f"{ratio:.0%} of the trivial endpoint's throughput at concurrency 8 (median of "
+                f"{args.rounds} rounds, {low:.0%}-{high:.0%})"
             )
-        for name in BATCHED:
+        for name in [n for n in BATCHED if f"{n} batch1000 c2" in results]:
             tx_per_s = results[f"{name} batch1000 c2"]["rps"] * 1000
             print(f"{name:<13} batches of 1,000: {tx_per_s:,.0f} transactions/s")
         for name, per_call in coalesced.items():

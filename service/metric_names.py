@@ -12,7 +12,8 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
   a shadow answer compared with the served one (top-1); category is the served top-1
 - ``modelrollout_inference_seconds`` (histogram; role, model_version):
   time of one model or rules evaluation of one request (or of the small requests
-  answered together, :mod:`service.coalesce`)
+  answered together, :mod:`service.coalesce`; a shadow model's rows of small requests are
+  evaluated in groups of up to ``MODELROLLOUT_SHADOW_BATCH_ROWS``, :mod:`service.shadow`)
 - ``modelrollout_model_errors_total`` (counter; role, model_version):
   a model raised; the request fell back to rules
 - ``modelrollout_fallbacks_total`` (counter; reason):

@@ -70,7 +70,11 @@ class SuggestionService:
             compile_cache=settings.effective_compile_cache(),
         )
         self.suggester = Suggester(
-            self.rules, self.metrics, self.events, fault_delays=settings.fault_delays()
+            self.rules,
+            self.metrics,
+            self.events,
+            fault_delays=settings.fault_delays(),
+            shadow_batch_rows=settings.shadow_batch_rows,
         )
         self.coalescer: Coalescer[ServingState] = Coalescer(
             self.suggest, max_rows=settings.inline_rows

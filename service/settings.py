@@ -2,23 +2,29 @@
 
 Settings of the process (read once at start):
 
-=============================  ==========================================================
-variable                       meaning
-=============================  ==========================================================
-MODELROLLOUT_TARGET            name of the suggestion target (default ``suggest``); the
-                               ConfigMap ``<target>-serving`` and Leases derive from it
-MODELROLLOUT_NAMESPACE         namespace of the ConfigMap and Leases; set -> cluster mode
-MODELROLLOUT_MODELS_ROOT       directory holding the model versions (default ``/models``)
-MODELROLLOUT_CONFIG_FILE       a JSON or YAML ServingConfig, re-read when it changes
-MODELROLLOUT_CONFIG_SOURCE     ``auto`` (default), ``kube``, ``file`` or ``env``
-POD_NAME                       this pod's name, for its Lease (default: the host name)
-KUBECONFIG                     kubeconfig path when not running in a cluster
-MODELROLLOUT_EVENT_KEY         shared secret signing event ids (optional)
-MODELROLLOUT_PREDICT_THREADS   LightGBM threads per prediction (default 1)
-MODELROLLOUT_INLINE_ROWS       requests up to this many rows are answered on the event
-                               loop; larger ones on a worker thread (default 64)
-MODELROLLOUT_REPORT            write the pod report Lease in cluster mode (default true)
-=============================  ==========================================================
+===============================  ========================================================
+variable                         meaning
+===============================  ========================================================
+MODELROLLOUT_TARGET              name of the suggestion target (default ``suggest``); the
+                                 ConfigMap ``<target>-serving`` and Leases derive from it
+MODELROLLOUT_NAMESPACE           namespace of the ConfigMap and Leases; set -> cluster mode
+MODELROLLOUT_MODELS_ROOT         directory holding the model versions (default ``/models``)
+MODELROLLOUT_CONFIG_FILE         a JSON or YAML ServingConfig, re-read when it changes
+MODELROLLOUT_CONFIG_SOURCE       ``auto`` (default), ``kube``, ``file`` or ``env``
+POD_NAME                         this pod's name, for its Lease (default: the host name)
+KUBECONFIG                       kubeconfig path when not running in a cluster
+MODELROLLOUT_EVENT_KEY           shared secret signing event ids (optional)
+MODELROLLOUT_PREDICT_THREADS     LightGBM threads per prediction (default 1)
+MODELROLLOUT_INLINE_ROWS         requests up to this many rows are answered on the event
+                                 loop; larger ones on a worker thread (default 64)
+MODELROLLOUT_COALESCE            answer small requests ready together in one evaluation
+                                 (default true; service/coalesce.py)
+MODELROLLOUT_SHADOW_BATCH_ROWS   a shadow model's rows of small requests are evaluated
+                                 off the answer's path in groups of this many, or when
+                                 the metrics are read (default 32; 1: with each request;
+                                 service/shadow.py)
+MODELROLLOUT_REPORT              write the pod report Lease in cluster mode (default true)
+===============================  ========================================================
 
 ``auto`` picks ``file`` when MODELROLLOUT_CONFIG_FILE is set, else ``kube`` when
 MODELROLLOUT_NAMESPACE is set, else ``env``.
@@ -110,6 +116,14 @@ class Settings(BaseSettings):
         default=True,
         description="answer small requests that are ready at the same time in one batch "
         "(service/coalesce.py); off: each request is evaluated alone",
+    )
+    shadow_batch_rows: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="shadow rows of small requests wait until this many are queued (or "
+        "the metrics are read) and are evaluated together, off the answer's path "
+        "(service/shadow.py); 1: each request's shadow is evaluated with it",
     )
     report: bool = True
     file_poll_seconds: float = Field(default=0.25, gt=0)

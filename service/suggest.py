@@ -2,7 +2,9 @@
 
 For each transaction the :class:`~service.routing.Router` of the current state says who
 serves and which model runs in its shadow. Each model is then evaluated once for all rows
-that need it (served or shadowed), rules only for the rows that need them. Then, per row:
+that need it (served or shadowed), rules only for the rows that need them; a shadow model
+that serves none of the rows of a small batch is evaluated later instead, together with
+other requests' rows (:mod:`service.shadow`). Then, per row:
 
 - a model that raised serves nobody: its rows are answered by rules (fallback
   ``model_error``, and ``modelrollout_model_errors_total``);
@@ -21,7 +23,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.routing import Route
 from service.rules import RuleEngine, RulesAnswer
+from service.shadow import ShadowQueue, ShadowRows
 from service.state import MODEL_ROLES, ServingState
 
 Answer = dict[str, Any]
@@ -73,12 +76,15 @@ class Suggester:
         events: EventCodec,
         *,
         fault_delays: Mapping[str, float] | None = None,
+        shadow_batch_rows: int = 1,
     ) -> None:
         self.rules = rules
         self.metrics = metrics
         self.events = events
         # Rollback drills (MODELROLLOUT_FAULT_DELAY): a version made slow on purpose.
         self.fault_delays = dict(fault_delays or {})
+        self.shadow = ShadowQueue(self._evaluate, rules, metrics, batch_rows=shadow_batch_rows)
+        metrics.before_collect(self.shadow.flush)
 
     def suggest(self, state: ServingState, batch: Batch) -> list[Answer]:
         """Answers for ``batch``, in input order, under one serving state."""
@@ -89,7 +95,8 @@ class Suggester:
         ]
         config = state.config
         top_k = config.top_k
-        runs, failed = self._run_models(state, batch, routes, top_k)
+        run = self._mrunmodels(state, batch, routes, top_k)
+        runs, failed, deferred = run.runs, run.failed, run.deferred
 
         min_conf = config.min_confidence
         rules_cache: dict[int, RulesAnswer] = {}
@@ -110,6 +117,8 @@ class Suggester:
         served_counts: Counter[tuple[str, str]] = Counter()
         fallback_counts: Counter[str] = Counter()
         comparisons: Counter[tuple[str, str, str, str]] = Counter()
+        # Per deferred shadow role: (row, who served, served top-1, rules' top-1 if known).
+        later: dict[Source, list[tuple[int, str, str, str | None]]] = {}
         answers: list[Answer] = []
         events = self.events
         nonces = events.nonces(n)
@@ -120,22 +129,22 @@ class Suggester:
             candidates: list[dict[str, Any]] | None = None
             version = NO_VERSION
             if serve is not Source.RULES:
-                run = runs.get(serve)
-                if run is None:  # the model raised
+                mrun = runs.get(serve)
+                if mrun is None:  # the model raised
                     serve, fallback = Source.RULES, FallbackReason.MODEL_ERROR
                 else:
-                    i = run.position[row]
-                    top_p = run.top_p[i]
+                    i = mrun.position[row]
+                    top_p = mrun.top_p[i]
                     if top_p[0] < min_conf:
                         serve, fallback = Source.RULES, FallbackReason.LOW_CONFIDENCE
                     else:
-                        classes = run.model.classes
+                        classes = mrun.model.classes
                         candidates = [
                             {"label": classes[j], "confidence": p}
-                            for j, p in zip(run.top[i], top_p, strict=True)
+                            for j, p in zip(mrun.top[i], top_p, strict=True)
                             if p >= min_conf
                         ]
-                        version = run.model.version
+                        version = mrun.model.version
             rule: str | None = None
             if candidates is None:
                 rules_answer = rules_for(row)
@@ -146,7 +155,10 @@ class Suggester:
             top1: str = candidates[0]["label"]
 
             shadow = route.shadow
-            if shadow is not None and shadow not in failed:
+            if shadow is not None and shadow in deferred:
+                known = rules_cache[row].top if row in rules_cache else None
+                later.setdefault(shadow, []).append((row, serve.value, top1, known))
+            elif shadow is not None and shadow not in failed:
                 srun = runs[shadow]
                 i = srun.position[row]
                 best = srun.top[i][0]
@@ -179,53 +191,105 @@ class Suggester:
             m.fallbacks.labels(reason).inc(count)
         for labels, count in comparisons.items():
             m.shadow_comparisons.labels(*labels).inc(count)
+        for role, items in later.items():
+            rows = [item[0] for item in items]
+            features = run.features
+            assert features is not None  # deferred rows are among the featurised ones
+            self.shadow.add(
+                ShadowRows(
+                    role=role,
+                    model=state.models[role],
+                    features=features[[run.feature_row[r] for r in rows]],
+                    baselines=[item[1] for item in items],
+                    served_top1=[item[2] for item in items],
+                    rules_top1=[item[3] for item in items],
+                    merchants=[batch.merchants[r] for r in rows],
+                    memos=[batch.memos[r] for r in rows],
+                    amounts=[batch.amounts[r] for r in rows],
+                    min_confidence=min_conf,
+                )
+            )
         return answers
 
-    def _run_models(
+    def _evaluate(
+        self, role: Source, model: LoadedModel, x: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64] | None:
+        """The model's probabilities for ``x``, or None if it raised or answered nonsense
+        (counted in ``model_errors``); the time is observed either way."""
+        started = time.perf_counter()
+        try:
+            proba = model.predict_proba(x)
+            delay = self.fault_delays.get(model.version)
+            if delay:
+                time.sleep(delay)
+            if proba.shape != (len(x), len(model.classes)) or not np.isfinite(proba).all():
+                raise ValueError(f"unusable probabilities of shape {proba.shape}")
+        except Exception:
+            self.metrics.model_errors.labels(role.value, model.version).inc()
+            return None
+        finally:
+            self.metrics.inference_seconds.labels(role.value, model.version).observe(
+                time.perf_counter() - started
+            )
+        return proba
+
+    def _mrunmodels(
         self, state: ServingState, batch: Batch, routes: Sequence[Route], top_k: int
-    ) -> tuple[dict[Source, _ModelRun], set[Source]]:
-        """Evaluate each model once over the rows that need it; note those that raised."""
+    ) -> _Runs:
+        """Evaluate each model once over the rows it serves or shadows now; note those that
+        raised, and the shadow roles whose rows go to the :class:`ShadowQueue` instead (when
+        the model serves none of the rows and they are fewer than the queue's ``batch_rows``)."""
         rows_of: dict[Source, list[int]] = {}
+        shadow_rows_of: dict[Source, list[int]] = {}
         for row, route in enumerate(routes):
             if route.serve is not Source.RULES:
                 rows_of.setdefault(route.serve, []).append(row)
             if route.shadow is not None:
-                rows_of.setdefault(route.shadow, []).append(row)
-        runs: dict[Source, _ModelRun] = {}
-        failed: set[Source] = set()
-        if not rows_of:
-            return runs, failed
-        union = sorted(set().union(*rows_of.values())) if len(rows_of) > 1 else None
-        needed = union if union is not None else next(iter(rows_of.values()))
+                shadow_rows_of.setdefault(route.shadow, []).append(row)
+        out = _Runs()
+        for role, shadowed in shadow_rows_of.items():
+            if role in rows_of:  # evaluated anyway: a few more rows cost little
+                rows_of[role] = sorted(set(rows_of[role]).union(shadowed))
+            elif len(shadowed) < self.shadow.batch_rows:
+                out.deferred.add(role)
+            else:
+                rows_of[role] = shadowed
+        featurised = list(rows_of.values()) + [shadow_rows_of[role] for role in out.deferred]
+        if not featurised:
+            return out
+        if len(featurised) > 1:
+            needed: Sequence[int] = sorted(set().union(*featurised))
+        else:
+            needed = featurised[0]
         features = _features(batch, needed)
-        feature_row = {row: i for i, row in enumerate(needed)}
+        out.features = features
+        out.feature_row = {row: i for i, row in enumerate(needed)}
         for role in MODEL_ROLES:
             rows = rows_of.get(role)
             if not rows:
                 continue
             model = state.models[role]
-            started = time.perf_counter()
-            try:
-                x = features if rows == needed else features[[feature_row[r] for r in rows]]
-                proba = model.predict_proba(x)
-                delay = self.fault_delays.get(model.version)
-                if delay:
-                    time.sleep(delay)
-                if proba.shape != (len(rows), len(model.classes)) or not np.isfinite(proba).all():
-                    raise ValueError(f"unusable probabilities of shape {proba.shape}")
-            except Exception:
-                self.metrics.model_errors.labels(role.value, model.version).inc()
-                failed.add(role)
+            x = features if rows == needed else features[[out.feature_row[r] for r in rows]]
+            proba = self._evaluate(role, model, x)
+            if proba is None:
+                out.failed.add(role)
                 continue
-            finally:
-                self.metrics.inference_seconds.labels(role.value, model.version).observe(
-                    time.perf_counter() - started
-                )
             top = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]
             top_p = np.take_along_axis(proba, top, axis=1)
             position = {row: i for i, row in enumerate(rows)} if len(rows) > 1 else {rows[0]: 0}
-            runs[role] = _ModelRun(model, position, top.tolist(), top_p.tolist())
-        return runs, failed
+            out.runs[role] = _ModelRun(model, position, top.tolist(), top_p.tolist())
+        return out
+
+
+@dataclass(slots=True)
+class _Runs:
+    """What :meth:`Suggester._mrunmodels` found for one batch."""
+
+    runs: dict[Source, _ModelRun] = field(default_factory=dict)
+    failed: set[Source] = field(default_factory=set)
+    deferred: set[Source] = field(default_factory=set)  # shadow roles left to the queue
+    features: npt.NDArray[np.float64] | None = None
+    feature_row: dict[int, int] = field(default_factory=dict)  # batch row -> features row
 
 
 def _features(batch: Batch, rows: Sequence[int]) -> npt.NDArray[np.float64]:
