@@ -145,7 +145,7 @@ def main() -> int:
 
     with ControlPlane() as cp, Prometheus() as prom:
         cp.kubectl("apply", "-f", str(CRD))
-        cp.kubectl("wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io")
+        cp.wait_established("crd/modelrollouts.modelrollout.io")
         cp.kubectl("create", "namespace", NS)
         api = cp.api_client()
         log = open(cp.workdir / "controller.log", "wb")  # noqa: SIM115 - lives with the run

@@ -19,7 +19,9 @@ the current one are written, so no request waits for other requests' shadows.
 Each chunk keeps the model object it was routed to, so a comparison is counted under the
 version that was configured when the request was answered, even if the configuration
 changed since. A model that raises here is counted in ``modelrollout_model_errors_total``
-and its comparisons are dropped, as when it raised on the answer's path.
+and its comparisons are dropped, as when it raised on the answer's path; anything else
+that goes wrong in a flush is logged and drops that group, never failing the request or
+the scrape that flushed it.
 
 Because a shadow evaluation covers a group of rows, the shadow's
 ``modelrollout_inference_seconds`` observations are the time of such a group: an upper
@@ -30,6 +32,7 @@ because it was measured in shadow.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter
@@ -43,6 +46,8 @@ from service.metric_names import NO_VERSION, Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.rules import RuleEngine
+
+log = logging.getLogger(__name__)
 
 Evaluate = Callable[[Source, LoadedModel, npt.NDArray[np.float64]], npt.NDArray[np.float64] | None]
 """``(role, model, features) -> probabilities``, or None when the model raised (counted)."""
@@ -124,7 +129,11 @@ class ShadowQueue:
             groups.setdefault((chunk.role, id(chunk.model)), []).append(chunk)
         compared = 0
         for (role, _), chunks in groups.items():
-            compared += self._compare(role, chunks)
+            try:
+                compared += self._compare(role, chunks)
+            except Exception:  # a shadow never fails a request or a scrape
+                rows = sum(len(c) for c in chunks)
+                log.exception("shadow comparison failed; %d rows of %s dropped", rows, role.value)
         return compared
 
     def _compare(self, role: Source, chunks: list[ShadowRows]) -> int:

@@ -95,7 +95,7 @@ class Suggester:
         ]
         config = state.config
         top_k = config.top_k
-        run = self._mrunmodels(state, batch, routes, top_k)
+        run = self._run_models(state, batch, routes, top_k)
         runs, failed, deferred = run.runs, run.failed, run.deferred
 
         min_conf = config.min_confidence
@@ -233,7 +233,7 @@ class Suggester:
             )
         return proba
 
-    def _mrunmodels(
+    def _run_models(
         self, state: ServingState, batch: Batch, routes: Sequence[Route], top_k: int
     ) -> _Runs:
         """Evaluate each model once over the rows it serves or shadows now; note those that
@@ -283,7 +283,7 @@ class Suggester:
 
 @dataclass(slots=True)
 class _Runs:
-    """What :meth:`Suggester._mrunmodels` found for one batch."""
+    """What :meth:`Suggester._run_models` found for one batch."""
 
     runs: dict[Source, _ModelRun] = field(default_factory=dict)
     failed: set[Source] = field(default_factory=set)

@@ -493,6 +493,23 @@ class ControlPlane:
         ]
         return _run(argv, input=input, check=check, timeout=timeout, env=None)
 
+    def wait_established(self, crd: str, timeout: float = 60.0) -> None:
+        """Wait until the CRD ``crd`` (``name`` or ``crd/name``) serves its resource.
+
+        Not ``kubectl wait --for=condition=Established``: run right after the CRD is
+        created, before the apiserver has written any condition, it fails at once
+        (".status.conditions accessor error: <nil>")."""
+        name = crd.removeprefix("crd/")
+
+        def established() -> bool:
+            found = self.kubectl(
+                "get", "crd", name, "-o",
+                "jsonpath={.status.conditions[?(@.type=='Established')].status}", check=False,
+            )  # fmt: skip
+            return found.returncode == 0 and found.stdout.strip() == "True"
+
+        wait_until(established, timeout=timeout, what=f"CRD {name} to be established")
+
     def helm(
         self,
         *args: str,

@@ -211,7 +211,7 @@ class LocalStack:
         self._exit.callback(self.cp.stop)
         self.cp.start()
         self.cp.kubectl("apply", "-f", str(CRD))
-        wait_until(self._crd_established, timeout=60, what="the CRD to be established")
+        self.cp.wait_established("modelrollouts.modelrollout.io")
         self.cp.kubectl("create", "namespace", self.namespace)
         self._api = self.cp.api_client()
         self._exit.callback(self._api.close)
@@ -222,14 +222,6 @@ class LocalStack:
             f"CRD installed; namespace {self.namespace}; "
             f"ConfigMap {TARGET}-serving: stable {self.stable or 'rules'}"
         )
-
-    def _crd_established(self) -> bool:
-        # Not `kubectl wait`: it fails when it runs before the CRD has any condition.
-        found = self.cp.kubectl(
-            "get", "crd", "modelrollouts.modelrollout.io", "-o",
-            "jsonpath={.status.conditions[?(@.type=='Established')].status}", check=False,
-        )  # fmt: skip
-        return found.stdout.strip() == "True"
 
     def _add_services(self) -> None:
         self._exit.callback(self._reap_starts)  # runs after the services' stop (LIFO)

@@ -42,9 +42,7 @@ TARGET = "suggest"
 @pytest.fixture(scope="module")
 def crd(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "-f", str(CRD))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s"
-    )
+    control_plane.wait_established("modelrollouts.modelrollout.io")
 
 
 class FakeTraffic:

@@ -17,9 +17,7 @@ CRD = Path(__file__).resolve().parents[2] / "crds" / "modelrollout.io_modelrollo
 @pytest.fixture(scope="module")
 def crd(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "-f", str(CRD))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s"
-    )
+    control_plane.wait_established("modelrollouts.modelrollout.io")
 
 
 def manifest(name: str, **spec: object) -> str:

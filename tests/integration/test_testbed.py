@@ -43,7 +43,7 @@ def widget(name: str, **spec: int) -> str:
 def widget_crd(control_plane: ControlPlane) -> Iterator[str]:
     control_plane.kubectl("apply", "-f", str(FIXTURES / "crd.yaml"))
     crd = "crd/widgets.testbed.modelrollout.io"
-    control_plane.kubectl("wait", "--for=condition=Established", crd, "--timeout=60s")
+    control_plane.wait_established(crd)
     yield crd
     control_plane.kubectl("delete", crd, "--wait=false", check=False)
 

@@ -71,9 +71,7 @@ def test_a_bad_version_loads_and_disagrees_with_a_good_one(tmp_path: Path) -> No
 @pytest.fixture
 def crd(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "-f", str(CRD))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/modelrollouts.modelrollout.io", "--timeout=60s"
-    )
+    control_plane.wait_established("modelrollouts.modelrollout.io")
 
 
 def _train(

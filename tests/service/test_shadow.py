@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -234,6 +234,36 @@ def test_rows_added_from_many_threads_are_all_compared_once() -> None:
         {"baseline": "stable", "shadow_version": "m1", "category": "B", "agree": "false"},
     )
     assert (agree, disagree) == (1600, 800)
+
+
+def test_a_failing_comparison_drops_its_rows_and_never_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BrokenRules(RuleEngine):
+        def suggest(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("rules broke")
+
+    metrics = ServiceMetrics()
+    unsure = np.array([[0.5, 0.5]])  # below min_confidence: the rules' answer is needed
+    queue = ShadowQueue(lambda role, model, x: unsure, BrokenRules.default(), metrics, batch_rows=1)
+    rows = ShadowRows(
+        role=Source.CANDIDATE,
+        model=cast(Any, _Model()),
+        features=np.zeros((1, 2)),
+        baselines=["stable"],
+        served_top1=["A"],
+        rules_top1=[None],
+        merchants=["m"],
+        memos=[""],
+        amounts=[1.0],
+        min_confidence=0.9,
+    )
+    queue.add(rows)  # fills the queue: flushed at once, off any event loop
+    assert queue.pending_rows == 0
+    assert "1 rows of candidate dropped" in caplog.text
+    assert metrics.registry.get_sample_value(names.SHADOW_COMPARISONS_TOTAL, {
+        "baseline": "stable", "shadow_version": "m1", "category": "A", "agree": "true"
+    }) is None  # fmt: skip
 
 
 def test_batch_rows_must_be_positive() -> None:
