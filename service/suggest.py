@@ -95,8 +95,8 @@ class Suggester:
         ]
         config = state.config
         top_k = config.top_k
-        run = self._run_models(state, batch, routes, top_k)
-        runs, failed, deferred = run.runs, run.failed, run.deferred
+        found = self._run_models(state, batch, routes, top_k)
+        runs, failed, deferred = found.runs, found.failed, found.deferred
 
         min_conf = config.min_confidence
         rules_cache: dict[int, RulesAnswer] = {}
@@ -129,22 +129,22 @@ class Suggester:
             candidates: list[dict[str, Any]] | None = None
             version = NO_VERSION
             if serve is not Source.RULES:
-                mrun = runs.get(serve)
-                if mrun is None:  # the model raised
+                run = runs.get(serve)
+                if run is None:  # the model raised
                     serve, fallback = Source.RULES, FallbackReason.MODEL_ERROR
                 else:
-                    i = mrun.position[row]
-                    top_p = mrun.top_p[i]
+                    i = run.position[row]
+                    top_p = run.top_p[i]
                     if top_p[0] < min_conf:
                         serve, fallback = Source.RULES, FallbackReason.LOW_CONFIDENCE
                     else:
-                        classes = mrun.model.classes
+                        classes = run.model.classes
                         candidates = [
                             {"label": classes[j], "confidence": p}
-                            for j, p in zip(mrun.top[i], top_p, strict=True)
+                            for j, p in zip(run.top[i], top_p, strict=True)
                             if p >= min_conf
                         ]
-                        version = mrun.model.version
+                        version = run.model.version
             rule: str | None = None
             if candidates is None:
                 rules_answer = rules_for(row)
@@ -193,13 +193,13 @@ class Suggester:
             m.shadow_comparisons.labels(*labels).inc(count)
         for role, items in later.items():
             rows = [item[0] for item in items]
-            features = run.features
+            features = found.features
             assert features is not None  # deferred rows are among the featurised ones
             self.shadow.add(
                 ShadowRows(
                     role=role,
                     model=state.models[role],
-                    features=features[[run.feature_row[r] for r in rows]],
+                    features=features[[found.feature_row[r] for r in rows]],
                     baselines=[item[1] for item in items],
                     served_top1=[item[2] for item in items],
                     rules_top1=[item[3] for item in items],
