@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from service.api import feedback, probes, prometheus, serving, suggestions
 from service.api.errors import BodySizeLimit, install_error_handlers
+from service.api.fastpath import SuggestionsFastPath
 from service.runtime import SuggestionService
 from service.settings import Settings
 
@@ -50,7 +51,9 @@ def create_app(
     for module in (suggestions, feedback, serving, probes, prometheus):
         app.include_router(module.router)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit)
+    if service.settings.fast_path:
+        app.add_middleware(SuggestionsFastPath, service=service)
+    app.add_middleware(BodySizeLimit)  # added last: outermost, so bodies are bounded first
 
     def openapi() -> dict[str, Any]:
         # FastAPI's "extending OpenAPI" recipe: the suggestions body is parsed by the

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from service.api.fastpath import SUGGESTIONS_PATH, answer_bytes, is_json
 from service.api.schemas import (
     MAX_BATCH,
     MAX_BODY_BYTES,
@@ -18,9 +18,8 @@ from service.api.schemas import (
     ValidationErrorResponse,
 )
 from service.runtime import SuggestionService
-from service.suggest import Batch
 
-router = APIRouter(prefix="/v1", tags=["suggestions"])
+router = APIRouter(tags=["suggestions"])
 
 _EXAMPLES: dict[str, Any] = {
     "one": {
@@ -82,18 +81,11 @@ def request_schemas() -> dict[str, Any]:
     return {**defs, "SuggestionsRequest": schema}
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.partition(";")[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
 async def parse_request(request: Request) -> SuggestionsRequest:
     """The validated body: pydantic parses and validates the bytes in one pass (FastAPI's
     body parameter would ``json.loads`` them and then validate the objects). Errors are
     FastAPI's, with ``loc`` starting at ``"body"``, so the 413/422 handlers see them alike."""
-    if not _is_json(request.headers.get("content-type", "")):
+    if not is_json(request.headers.get("content-type", "")):
         raise RequestValidationError(
             [
                 {
@@ -113,7 +105,7 @@ async def parse_request(request: Request) -> SuggestionsRequest:
 
 
 @router.post(
-    "/suggestions",
+    SUGGESTIONS_PATH,
     response_model=SuggestionsResponse,
     summary="Suggest categories for transactions",
     description=(
@@ -129,16 +121,9 @@ async def parse_request(request: Request) -> SuggestionsRequest:
     openapi_extra={"requestBody": _REQUEST_BODY},
 )
 async def create_suggestions(request: Request) -> Response:
+    # Valid JSON requests are answered by service.api.fastpath before they get here (unless
+    # MODELROLLOUT_FAST_PATH is off); this route documents the operation, refuses bad
+    # requests and answers the rest with the same code.
     body = await parse_request(request)
     service: SuggestionService = request.app.state.service
-    txns = body.transactions
-    batch = Batch(
-        ids=[t.id for t in txns],
-        merchants=[t.merchant for t in txns],
-        memos=[t.memo for t in txns],
-        amounts=[t.amount for t in txns],
-        user_ids=[t.user_id for t in txns],
-    )
-    state, answers = await service.answer(batch)
-    body_bytes = orjson.dumps({"generation": state.config.generation, "suggestions": answers})
-    return Response(body_bytes, media_type="application/json")
+    return Response(await answer_bytes(service, body), media_type="application/json")
