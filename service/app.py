@@ -51,8 +51,7 @@ def create_app(
     for module in (suggestions, feedback, serving, probes, prometheus):
         app.include_router(module.router)
     install_error_handlers(app)
-    if service.settings.fast_path:
-        app.add_middleware(SuggestionsFastPath, service=service)
+    app.add_middleware(SuggestionsFastPath, service=service, answer=service.settings.fast_path)
     app.add_middleware(BodySizeLimit)  # added last: outermost, so bodies are bounded first
 
     def openapi() -> dict[str, Any]:

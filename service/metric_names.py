@@ -14,6 +14,9 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
   time of one model or rules evaluation of one request (or of the small requests
   answered together, :mod:`service.coalesce`; a shadow model's rows of small requests are
   evaluated in groups of up to ``MODELROLLOUT_SHADOW_BATCH_ROWS``, :mod:`service.shadow`)
+- ``modelrollout_suggestion_request_seconds`` (histogram; no labels): server-side time of
+  an answered ``POST /v1/suggestions`` (status 200), from the app receiving the request
+  to its answer handed to the server (:mod:`service.api.fastpath`)
 - ``modelrollout_model_errors_total`` (counter; role, model_version):
   a model raised; the request fell back to rules
 - ``modelrollout_fallbacks_total`` (counter; reason):
@@ -73,6 +76,7 @@ NO_VERSION: Final = "none"
 PREDICTIONS_TOTAL: Final = f"{PREFIX}_predictions_total"
 SHADOW_COMPARISONS_TOTAL: Final = f"{PREFIX}_shadow_comparisons_total"
 INFERENCE_SECONDS: Final = f"{PREFIX}_inference_seconds"
+SUGGESTION_REQUEST_SECONDS: Final = f"{PREFIX}_suggestion_request_seconds"
 MODEL_ERRORS_TOTAL: Final = f"{PREFIX}_model_errors_total"
 FALLBACKS_TOTAL: Final = f"{PREFIX}_fallbacks_total"
 FEEDBACK_TOTAL: Final = f"{PREFIX}_feedback_total"
@@ -96,6 +100,25 @@ INFERENCE_BUCKETS: Final = (
     0.5,
     1.0,
 )
+
+REQUEST_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+"""Fine around the 5 ms p99 that DESIGN.md asks of one suggestion."""
 
 AGREEMENT_1H: Final = (
     f'sum(rate({SHADOW_COMPARISONS_TOTAL}{{agree="true"}}[1h]))'

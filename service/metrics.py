@@ -75,6 +75,13 @@ class ServiceMetrics:
             buckets=names.INFERENCE_BUCKETS,
             registry=r,
         )
+        self.suggestion_request_seconds = Histogram(
+            names.SUGGESTION_REQUEST_SECONDS,
+            "Server-side time of an answered POST /v1/suggestions, from the app receiving "
+            "it to its answer handed to the server.",
+            buckets=names.REQUEST_BUCKETS,
+            registry=r,
+        )
         self.model_errors = Counter(
             _counter_name(names.MODEL_ERRORS_TOTAL),
             "Model evaluations that raised; the request fell back to rules.",

@@ -15,10 +15,15 @@ what they were), and the OpenAPI document, which still describes the route. It s
 inside :class:`~service.api.errors.BodySizeLimit` (bodies are bounded before it reads
 them) and inside Starlette's ``ServerErrorMiddleware`` (an unexpected exception is the
 same 500 either way).
+
+It also times every answered ``POST /v1/suggestions`` (status 200), whichever path
+answered it, into ``modelrollout_suggestion_request_seconds``: the request's server-side
+latency, from the app receiving it to the last byte of its answer handed to the server.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 import orjson
@@ -65,20 +70,22 @@ def _content_type(scope: Scope) -> str:
 
 
 class SuggestionsFastPath:
-    """Pure ASGI middleware answering valid ``POST /v1/suggestions`` requests itself."""
+    """Pure ASGI middleware answering valid ``POST /v1/suggestions`` requests itself
+    (``answer=False``: only timing them, the route answers)."""
 
-    def __init__(self, app: ASGIApp, service: SuggestionService) -> None:
+    def __init__(self, app: ASGIApp, service: SuggestionService, *, answer: bool = True) -> None:
         self.app = app
         self.service = service
+        self.answer = answer
+        self._observe = service.metrics.suggestion_request_seconds.observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] != SUGGESTIONS_PATH
-            or scope["method"] != "POST"
-            or not is_json(_content_type(scope))
-        ):
+        if scope["type"] != "http" or scope["path"] != SUGGESTIONS_PATH:
             await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        if scope["method"] != "POST" or not self.answer or not is_json(_content_type(scope)):
+            await self.app(scope, receive, self._timed(send, started))
             return
         chunks: list[bytes] = []
         while True:
@@ -106,6 +113,21 @@ class SuggestionsFastPath:
             }
         )
         await send({"type": "http.response.body", "body": content})
+        self._observe(time.perf_counter() - started)
+
+    def _timed(self, send: Send, started: float) -> Send:
+        """``send`` that times the answer when it is a 200."""
+        status = 0
+
+        async def timed(message: Message) -> None:
+            nonlocal status
+            await send(message)
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif status == 200 and not message.get("more_body", False):
+                self._observe(time.perf_counter() - started)
+
+        return timed
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

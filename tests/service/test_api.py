@@ -178,6 +178,7 @@ def test_metrics_expose_the_contract(serve: ServeFactory) -> None:
         names.PREDICTIONS_TOTAL,
         names.SHADOW_COMPARISONS_TOTAL,
         names.INFERENCE_SECONDS + "_bucket",
+        names.SUGGESTION_REQUEST_SECONDS + "_bucket",
         names.MODEL_ERRORS_TOTAL,
         names.FALLBACKS_TOTAL,
         names.SERVING_GENERATION,

@@ -69,6 +69,9 @@ def test_on_and_off_answer_the_same(serve: ServeFactory) -> None:
         assert response.headers["content-type"] == "application/json"
         assert int(response.headers["content-length"]) == len(response.content)
         answers.append(response.json())
+        # Either way the request's server-side time is observed once.
+        assert served.metric(names.SUGGESTION_REQUEST_SECONDS + "_count") == 1
+        assert served.metric(names.SUGGESTION_REQUEST_SECONDS + "_sum") > 0
     assert without_event_ids(answers[0]) == without_event_ids(answers[1])
     sources = {s["served_by"] for s in answers[0]["suggestions"]}
     assert sources == {"stable", "candidate", "rules"}  # every kind of answer compared
@@ -110,14 +113,16 @@ def test_bad_requests_get_the_same_answer_on_and_off(
             headers={"content-type": "application/json", **headers},
         )
         answers.append((response.status_code, response.headers["content-type"], response.json()))
+        assert served.metric(names.SUGGESTION_REQUEST_SECONDS + "_count") == 0  # not answered
     assert answers[0] == answers[1]
     assert answers[0][0] in (413, 422)
 
 
 class Recorder:
-    """An inner ASGI app that answers 299 and records what reached it."""
+    """An inner ASGI app that answers ``status`` and records what reached it."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 299) -> None:
+        self.status = status
         self.calls: list[tuple[str, bytes]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -129,8 +134,8 @@ class Recorder:
                 if not message.get("more_body", False):
                     break
         self.calls.append((scope["path"], body))
-        await send({"type": "http.response.start", "status": 299, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.start", "status": self.status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
 
 
 def drive(
@@ -245,3 +250,16 @@ def test_a_client_that_leaves_mid_body_gets_nothing_and_nothing_is_counted(
     assert sent == []
     assert inner.calls == []
     assert served.metric(names.PREDICTIONS_TOTAL, **labels) == before
+    assert served.metric(names.SUGGESTION_REQUEST_SECONDS + "_count") == 1
+
+
+@pytest.mark.parametrize(("status", "timed"), [(200, 1), (422, 0)])
+def test_with_answering_off_valid_requests_reach_the_route_and_answers_are_timed(
+    served: Served, status: int, timed: int
+) -> None:
+    inner = Recorder(status)
+    body = valid_body()
+    sent = drive(SuggestionsFastPath(inner, served.service, answer=False), [body])
+    assert inner.calls == [(SUGGESTIONS_PATH, body)]
+    assert sent[0]["status"] == status
+    assert served.metric(names.SUGGESTION_REQUEST_SECONDS + "_count") == timed
