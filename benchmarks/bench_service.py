@@ -6,8 +6,11 @@ What it measures, with real uvicorn processes (one worker each, ``python -m serv
    (``model``), the stable model serving and the candidate computed in the shadow of 100%
    of requests (``model+shadow``), and rules serving with the model in shadow
    (``rules+shadow``, the original shadow mode): p50/p99 latency at concurrency 1 and
-   throughput at concurrency 8; then model+shadow with each request's shadow evaluated
-   with it (``service/shadow.py`` off) and model and model+shadow with each request
+   throughput at concurrency 8, and for the first three p50/p99 under moderate load (8
+   connections pausing at random between requests so that together they ask for about
+   half of that throughput); then model+shadow with each request's shadow evaluated
+   with it (``service/shadow.py`` off), model and model+shadow answered through FastAPI's
+   route (``service/api/fastpath.py`` off), and model and model+shadow with each request
    evaluated alone (``service/coalesce.py`` off), to show what each of those brings;
 2. the same for a trivial FastAPI endpoint served the same way, measured right after each
    of them (the ratio compares figures taken side by side); throughput at concurrency 8
@@ -79,6 +82,19 @@ request = function()
   return wrk.format(nil, "/v1/suggestions", nil, body)
 end
 """
+
+# The same requests with a pause before each one on every connection: moderate load. The
+# pauses are drawn from an exponential distribution (whole milliseconds, mean {pause_ms})
+# so the connections do not fall into step and arrive in bursts of eight.
+PACED_LUA = (
+    ONE_TXN_LUA
+    + """
+math.randomseed(os.time())
+delay = function()
+  return math.floor(-math.log(1 - math.random()) * {pause_ms} + 0.5)
+end
+"""
+)
 
 BATCH_LUA = """
 wrk.method = "POST"
@@ -189,6 +205,38 @@ def _sample(metrics: str) -> float:
         if line.startswith("modelrollout_inference_seconds_count{") and 'role="stable"' in line:
             evaluations += float(line.rsplit(" ", 1)[1])
     return served / evaluations if evaluations else float("nan")
+
+
+def request_buckets(metrics: str) -> dict[float, float]:
+    """``modelrollout_suggestion_request_seconds`` cumulative bucket counts by upper bound."""
+    buckets = {}
+    for m in re.finditer(
+        r'^modelrollout_suggestion_request_seconds_bucket\{le="([^"]+)"\} (\S+)$',
+        metrics,
+        re.MULTILINE,
+    ):
+        buckets[float(m.group(1))] = float(m.group(2))
+    return buckets
+
+
+def server_p99(before: dict[float, float], after: dict[float, float]) -> tuple[float, float]:
+    """The p99 (ms) of the requests answered between two reads of the histogram,
+    interpolated within its bucket as PromQL's histogram_quantile does, and the share
+    answered within 5 ms."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1]
+    if not total:
+        return float("nan"), float("nan")
+    rank, lower, below = 0.99 * total, 0.0, 0.0
+    p99 = float("inf")
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            p99 = (lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)) * 1e3
+            break
+        lower, below = bound, count
+    within = (after.get(0.005, 0.0) - before.get(0.005, 0.0)) / total
+    return p99, within
 
 
 def rss_mib(pid: int) -> float:
@@ -322,6 +370,11 @@ def main() -> int:
             "model+shadow, shadow inline": {
                 "generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100
             },
+            # Valid requests through FastAPI's route (service/api/fastpath.py off).
+            "model, routed": {"generation": 1, "stable": "v1"},
+            "model+shadow, routed": {
+                "generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100
+            },
             # The same two, each request evaluated alone (service/coalesce.py off).
             "model, alone": {"generation": 1, "stable": "v1"},
             "model+shadow, alone": {
@@ -330,6 +383,8 @@ def main() -> int:
         }  # fmt: skip
         extra_env = {
             "model+shadow, shadow inline": {"MODELROLLOUT_SHADOW_BATCH_ROWS": "1"},
+            "model, routed": {"MODELROLLOUT_FAST_PATH": "0"},
+            "model+shadow, routed": {"MODELROLLOUT_FAST_PATH": "0"},
             "model, alone": {"MODELROLLOUT_COALESCE": "0"},
             "model+shadow, alone": {"MODELROLLOUT_COALESCE": "0"},
         }
@@ -341,6 +396,7 @@ def main() -> int:
             configs = {n: c for n, c in configs.items() if n in wanted}
         results: dict[str, dict[str, float]] = {}
         coalesced: dict[str, float] = {}
+        moderate: dict[str, tuple[dict[str, float], float, float, float]] = {}
         rss: tuple[float, int] = (float("nan"), 0)
         metrics = ""
         port = free_port()
@@ -381,6 +437,22 @@ def main() -> int:
                         round_ratios.append(ours["rps"] / theirs["rps"])
                         results[f"{name} c8" + (f" #{r + 1}" if r else "")] = ours
                         results["  trivial c8" + (f" #{r + 1}" if r else "")] = theirs
+                    if name in BATCHED:
+                        # Moderate load: 8 connections, each pausing so that together
+                        # they ask for about half of what concurrency 8 reached.
+                        capacity = statistics.median(
+                            results[f"{name} c8" + (f" #{r + 1}" if r else "")]["rps"]
+                            for r in range(args.rounds)
+                        )
+                        period_ms = 8 / (capacity / 2) * 1000
+                        pause = max(1, round(period_ms - results[f"{name} c1"].get("p50", 0)))
+                        paced = work / f"paced-{pause}.lua"
+                        paced.write_text(PACED_LUA.replace("{pause_ms}", str(pause)))
+                        before = request_buckets(httpx.get(f"{url}/metrics").text)
+                        got = wrk(url, paced, connections=8, seconds=seconds)
+                        after = request_buckets(httpx.get(f"{url}/metrics").text)
+                        results[f"{name} c8 paced ~{pause} ms"] = got
+                        moderate[name] = (got, got["rps"] / capacity, *server_p99(before, after))
                     if name in ("model", "model+shadow"):
                         # one-transaction requests per evaluation of the stable model
                         coalesced[name] = _sample(httpx.get(f"{url}/metrics").text)
@@ -417,6 +489,13 @@ def main() -> int:
                 f"concurrency 1 (client side; trivial p99 {trivial_p99:.2f} ms beside it); "
                 f"{ratio:.0%} of the trivial endpoint's throughput at concurrency 8 (median of "
                 f"{args.rounds} rounds, {low:.0%}-{high:.0%})"
+            )
+        for name, (got, share, p99, within) in moderate.items():
+            print(
+                f"{name:<13} moderate load ({got['rps']:,.0f} requests/s, {share:.0%} of its "
+                f"throughput at concurrency 8): server side p99 {p99:.2f} ms, {within:.2%} "
+                f"within 5 ms (modelrollout_suggestion_request_seconds); client side p50 "
+                f"{got.get('p50', 0):.2f} ms, p99 {got.get('p99', 0):.2f} ms"
             )
         for name in [n for n in BATCHED if f"{n} batch1000 c2" in results]:
             tx_per_s = results[f"{name} batch1000 c2"]["rps"] * 1000
