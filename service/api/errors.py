@@ -85,6 +85,21 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
 
 
+def replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` giving ``body`` (already read from the client) once more, then whatever
+    the client sends next: for an app behind a middleware that had to read the body."""
+    replayed = False
+
+    async def replayer() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayer
+
+
 class BodySizeLimit:
     """Pure ASGI middleware refusing request bodies above ``max_bytes`` with 413."""
 
@@ -143,13 +158,4 @@ class BodySizeLimit:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(b"".join(chunks), receive), send)

@@ -30,6 +30,7 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import replay
 from service.api.schemas import SuggestionsRequest
 from service.runtime import SuggestionService
 from service.suggest import Batch
@@ -99,7 +100,7 @@ class SuggestionsFastPath:
         try:
             request = SuggestionsRequest.model_validate_json(body)
         except ValidationError:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         content = await answer_bytes(self.service, request)
         await send(
@@ -128,17 +129,3 @@ class SuggestionsFastPath:
                 self._observe(time.perf_counter() - started)
 
         return timed
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` giving ``body`` once more, then whatever the client sends next."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
