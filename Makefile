@@ -6,7 +6,7 @@ VENV := .venv/bin
 TOOLS_BIN = $(shell hack/tools.sh --print)
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: help setup demo test test-unit test-integration test-e2e lint format typecheck bench sync-crds clean
+.PHONY: help setup demo images test test-unit test-integration test-e2e lint format typecheck bench sync-crds clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ setup: ## install everything (Debian packages, .venv, Go-built etcd/kube-apiserv
 
 demo: setup ## run a full rollout locally: control plane, Prometheus, suggestion processes, controller
 	$(VENV)/python -m testbed.demo $(ARGS)
+
+images: ## build the three images here (Docker engine, base image, docker build; hack/images.sh)
+	@hack/images.sh $(if $(TAG),--tag $(TAG))
 
 test: setup lint typecheck ## lint, types, unit and integration tests (e2e skips without Docker)
 	$(VENV)/pytest
