@@ -13,6 +13,9 @@
 #
 #   hack/images.sh [--tag TAG]      default tag: dev
 #   hack/images.sh --engine-only    steps 1-2 only
+#   hack/images.sh --monitoring     also modelrollout-e2e-monitoring:TAG, Prometheus and
+#                                   Alertmanager from Debian's packages (for tests/e2e
+#                                   where no registry serves prom/prometheus)
 # Prints the built references, one a line. Builds run under nice -n 19.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -23,11 +26,12 @@ cache=${MODELROLLOUT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelrollout}
 log() { echo "[images] $*" >&2; }
 die() { echo "[images] error: $*" >&2; exit 1; }
 sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
-tag=dev engine_only=0
+tag=dev engine_only=0 monitoring=0
 while (($#)); do
   case $1 in
     --tag) tag=$2; shift 2 ;;
     --engine-only) engine_only=1; shift ;;
+    --monitoring) monitoring=1; shift ;;
     *) die "unknown argument $1 (usage: hack/images.sh [--tag TAG] [--engine-only])" ;;
   esac
 done
@@ -157,4 +161,16 @@ for target in controller suggest training; do
     --build-arg "UV_VERSION=$UV_VERSION" --target "$target" -t "$ref" "$root" >/dev/null
   echo "$ref"
 done
+if ((monitoring)); then
+  ref="modelrollout-e2e-monitoring:$tag"
+  ctx=$(mktemp -d); trap 'rm -rf "$ctx"' EXIT
+  for b in prometheus prometheus-alertmanager; do
+    command -v "$b" >/dev/null || apt_install prometheus prometheus-alertmanager
+    cp "$(command -v "$b")" "$ctx/${b#prometheus-}"
+  done
+  printf 'FROM %s\nCOPY prometheus alertmanager /usr/local/bin/\nUSER 65534:65534\n' "$base" >"$ctx/Dockerfile"
+  log "docker build -t $ref (Debian's prometheus and alertmanager)"
+  nice -n 19 docker build --quiet -t "$ref" "$ctx" >/dev/null
+  echo "$ref"
+fi
 log "images ready in $((SECONDS - t0)) s"
