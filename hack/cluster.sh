@@ -27,6 +27,8 @@ log() { echo "[cluster] $*" >&2; }
 die() { echo "[cluster] error: $*" >&2; exit 1; }
 export DOCKER_BUILDKIT=0
 t0=$SECONDS
+# The classic builder's deprecation notice, once per build, says nothing here.
+quiet_build() { nice -n 19 docker build --quiet "$@" 2> >(grep -v -e DEPRECATED -e 'BuildKit is currently' -e 'environment-variable' -e '^$' >&2); }
 
 "$root/hack/images.sh" --engine-only
 bin=$("$root/hack/node-tools.sh")
@@ -94,6 +96,12 @@ build_node_image() {
   cp "$bin/cni-$CNI_PLUGINS_VERSION"/* "$ctx/cni/"
   local pause="registry.k8s.io/pause:$PAUSE_VERSION"
   sed -i "s|sandbox_image = .*|sandbox_image = \"$pause\"|" "$ctx/files/etc/containerd/config.toml"
+  # Without CAP_SYS_RESOURCE (a Firecracker VM's node containers lack it) no process may
+  # lower its oom_score_adj: kubelet asks -998 for sandboxes and runc fails. Restricted,
+  # containerd never asks below its own value (what kind does for rootless nodes).
+  if ! grep -q '^CapBnd:.*' /proc/self/status || (( (0x$(awk '/^CapBnd:/ {print $2}' /proc/self/status) >> 24 & 1) == 0 )); then
+    sed -i 's|restrict_oom_score_adj = false|restrict_oom_score_adj = true|' "$ctx/files/etc/containerd/config.toml"
+  fi
   # The default storage: the cluster's own shared class (hack/cluster.sh up makes its
   # volume); no dynamic provisioner image to preload.
   cat >"$ctx/default-storage.yaml" <<'YAML'
@@ -131,27 +139,27 @@ STOPSIGNAL SIGRTMIN+3
 ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
 DOCKERFILE
   log "building the node's file system"
-  nice -n 19 docker build --quiet -t "$ref-stage" "$ctx" >/dev/null
+  quiet_build -t "$ref-stage" "$ctx" >/dev/null
 
   # The images kubeadm deploys, made here (the binaries on the node's Debian).
   local images=() name
   for name in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
     printf 'FROM %s\nCOPY bin/%s /usr/local/bin/%s\n' "$rootfs" "$name" "$name" >"$ctx/Dockerfile.$name"
     images+=("registry.k8s.io/$name:$v")
-    nice -n 19 docker build --quiet -f "$ctx/Dockerfile.$name" -t "${images[-1]}" "$ctx" >/dev/null
+    quiet_build -f "$ctx/Dockerfile.$name" -t "${images[-1]}" "$ctx" >/dev/null
   done
   printf 'FROM %s\nCOPY bin/etcd /usr/local/bin/etcd\n' "$rootfs" >"$ctx/Dockerfile.etcd"
-  local etcd_tag; etcd_tag=$(grep -o '"3\.[0-9.]*-[0-9]*"' \
+  local etcd_tag; etcd_tag=$(grep 'DefaultEtcdVersion = ' \
     "$(cd "$cache/src/kubernetes-node-$v" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/cmd/kubeadm/app/constants/constants.go" \
-    | head -1 | tr -d '"')
+    | grep -o '3\.[0-9.]*-[0-9]*' | head -1)
   images+=("registry.k8s.io/etcd:$etcd_tag")
-  nice -n 19 docker build --quiet -f "$ctx/Dockerfile.etcd" -t "${images[-1]}" "$ctx" >/dev/null
+  quiet_build -f "$ctx/Dockerfile.etcd" -t "${images[-1]}" "$ctx" >/dev/null
   printf 'FROM scratch\nCOPY bin/coredns /coredns\nUSER 65532:65532\nEXPOSE 53 53/udp\nENTRYPOINT ["/coredns"]\n' >"$ctx/Dockerfile.coredns"
   images+=("registry.k8s.io/coredns/coredns:$COREDNS_VERSION")
-  nice -n 19 docker build --quiet -f "$ctx/Dockerfile.coredns" -t "${images[-1]}" "$ctx" >/dev/null
+  quiet_build -f "$ctx/Dockerfile.coredns" -t "${images[-1]}" "$ctx" >/dev/null
   printf 'FROM scratch\nCOPY bin/pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$ctx/Dockerfile.pause"
   images+=("$pause")
-  nice -n 19 docker build --quiet -f "$ctx/Dockerfile.pause" -t "${images[-1]}" "$ctx" >/dev/null
+  quiet_build -f "$ctx/Dockerfile.pause" -t "${images[-1]}" "$ctx" >/dev/null
   log "preloading ${images[*]}"
   docker save "${images[@]}" -o "$ctx/images.tar"
 
@@ -173,7 +181,8 @@ DOCKERFILE
     rm -f /images.tar' >&2
   docker commit \
     --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' --change 'CMD []' \
-    --change 'ENV container=docker' --change 'STOPSIGNAL SIGRTMIN+3' "$id" "$ref" >/dev/null
+    --change 'ENV container=docker' "$id" "$ref" >/dev/null
+  docker rm -f "$id" >/dev/null
   docker rmi "$ref-stage" >/dev/null
   rm -f "$ctx/images.tar"
   echo "$ref"

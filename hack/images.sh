@@ -36,6 +36,8 @@ while (($#)); do
   esac
 done
 export DOCKER_BUILDKIT=0 # the classic builder: no buildx plugin needed
+# Its deprecation notice, once per build, says nothing here.
+quiet_build() { nice -n 19 docker build --quiet "$@" 2> >(grep -v -e DEPRECATED -e 'BuildKit is currently' -e 'environment-variable' -e '^$' >&2); }
 t0=$SECONDS
 
 apt_install() {
@@ -157,7 +159,7 @@ log "base image $base"
 for target in controller suggest training; do
   ref="modelrollout-$target:$tag"
   log "docker build --target $target -t $ref"
-  nice -n 19 docker build --quiet --network host --build-arg "BASE_IMAGE=$base" \
+  quiet_build --network host --build-arg "BASE_IMAGE=$base" \
     --build-arg "UV_VERSION=$UV_VERSION" --target "$target" -t "$ref" "$root" >/dev/null
   echo "$ref"
 done
@@ -170,7 +172,7 @@ if ((monitoring)); then
   done
   printf 'FROM %s\nCOPY prometheus alertmanager /usr/local/bin/\nUSER 65534:65534\n' "$base" >"$ctx/Dockerfile"
   log "docker build -t $ref (Debian's prometheus and alertmanager)"
-  nice -n 19 docker build --quiet -t "$ref" "$ctx" >/dev/null
+  quiet_build -t "$ref" "$ctx" >/dev/null
   echo "$ref"
 fi
 log "images ready in $((SECONDS - t0)) s"

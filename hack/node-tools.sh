@@ -91,10 +91,16 @@ build_runc() {
   module "$dir" runcbuild "github.com/opencontainers/runc $v"
   printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/opencontainers/runc"\n' >"$dir/tools.go"
   tidy "$dir"
-  # runc's nsenter is C (cgo); built static, without libseccomp (kubelet's default
-  # seccomp profile is Unconfined, and no header package is needed).
+  # runc's nsenter is C (cgo); built static with libseccomp (pods that ask for the
+  # RuntimeDefault seccomp profile fail on a runc without it).
+  if [[ ! -f /usr/lib/x86_64-linux-gnu/libseccomp.a && ! -f /usr/lib/libseccomp.a ]]; then
+    local sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
+    log "apt-get install libseccomp-dev pkg-config"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends libseccomp-dev pkg-config >/dev/null
+  fi
   (cd "$dir" && gobuild "runc-$v" github.com/opencontainers/runc \
-    "-s -w -X main.version=${v#v} -extldflags -static" 1 "netgo osusergo")
+    "-s -w -X main.version=${v#v} -extldflags -static" 1 "seccomp netgo osusergo")
 }
 
 build_cni() {
