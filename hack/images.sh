@@ -170,7 +170,9 @@ if ((monitoring)); then
     command -v "$b" >/dev/null || apt_install prometheus prometheus-alertmanager
     cp "$(command -v "$b")" "$ctx/${b#prometheus-}"
   done
-  printf 'FROM %s\nCOPY prometheus alertmanager /usr/local/bin/\nUSER 65534:65534\n' "$base" >"$ctx/Dockerfile"
+  # Alertmanager reads its notification templates from the package's share dir.
+  cp /usr/share/prometheus/alertmanager/*.tmpl "$ctx/"
+  printf 'FROM %s\nCOPY prometheus alertmanager /usr/local/bin/\nCOPY *.tmpl /usr/share/prometheus/alertmanager/\nUSER 65534:65534\n' "$base" >"$ctx/Dockerfile"
   log "docker build -t $ref (Debian's prometheus and alertmanager)"
   quiet_build -t "$ref" "$ctx" >/dev/null
   echo "$ref"
