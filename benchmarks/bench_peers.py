@@ -231,7 +231,8 @@ def main() -> int:
         action="append",
         default=None,
         metavar="NAME",
-        help="ours, ours+shadow, mlserver, kserve (repeat; default all)",
+        help="ours, ours+shadow, ours+shadow h11, mlserver, kserve (repeat; default all "
+        "but ours+shadow h11)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -266,16 +267,16 @@ def main() -> int:
         wanted = set(args.only or ("ours", "ours+shadow", "mlserver", "kserve"))
         targets: list[Target] = []
         with ExitStack() as stack:
-            for name, config in (
-                ("ours", {"generation": 1, "stable": "v1"}),
-                (
-                    "ours+shadow",
-                    {"generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100},
-                ),
+            shadow = {"generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100}
+            for name, config, server_args in (
+                ("ours", {"generation": 1, "stable": "v1"}, []),
+                ("ours+shadow", shadow, []),
+                # uvicorn's pure-Python parts, to show what uvloop and httptools bring
+                ("ours+shadow h11", shadow, ["--loop", "asyncio", "--http", "h11"]),
             ):
                 if name not in wanted:
                     continue
-                cfg = work / f"serving-{name}.json"
+                cfg = work / f"serving-{name.replace(' ', '-')}.json"
                 cfg.write_text(json.dumps(config))
                 port = free_port()
                 env = base_env | {
@@ -299,10 +300,11 @@ def main() -> int:
                             str(port),
                             "--log-level",
                             "warning",
+                            *server_args,
                         ],
                         env,
                         f"{url}/readyz",
-                        work / f"{name}.log",
+                        work / f"{name.replace(' ', '-')}.log",
                         ROOT,
                     )
                 )

@@ -16,7 +16,7 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
   evaluated in groups of up to ``MODELROLLOUT_SHADOW_BATCH_ROWS``, :mod:`service.shadow`)
 - ``modelrollout_suggestion_request_seconds`` (histogram; no labels): server-side time of
   an answered ``POST /v1/suggestions`` (status 200), from the app receiving the request
-  to its answer handed to the server (:mod:`service.api.fastpath`)
+  to its answer handed to the server (:mod:`service.api.suggestions`)
 - ``modelrollout_model_errors_total`` (counter; role, model_version):
   a model raised; the request fell back to rules
 - ``modelrollout_fallbacks_total`` (counter; reason):

@@ -23,8 +23,6 @@ MODELROLLOUT_SHADOW_BATCH_ROWS   a shadow model's rows of small requests are eva
                                  off the answer's path in groups of this many, or when
                                  the metrics are read (default 32; 1: with each request;
                                  service/shadow.py)
-MODELROLLOUT_FAST_PATH           answer valid POST /v1/suggestions requests in front of
-                                 the router (default true; service/api/fastpath.py)
 MODELROLLOUT_REPORT              write the pod report Lease in cluster mode (default true)
 ===============================  ========================================================
 
@@ -126,12 +124,6 @@ class Settings(BaseSettings):
         description="shadow rows of small requests wait until this many are queued (or "
         "the metrics are read) and are evaluated together, off the answer's path "
         "(service/shadow.py); 1: each request's shadow is evaluated with it",
-    )
-    fast_path: bool = Field(
-        default=True,
-        description="answer valid POST /v1/suggestions requests in front of FastAPI's "
-        "router, with the same code and bytes (service/api/fastpath.py); off: through the "
-        "route",
     )
     report: bool = True
     file_poll_seconds: float = Field(default=0.25, gt=0)
