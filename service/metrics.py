@@ -7,7 +7,7 @@ the few a pod has configured, categories are the models' classes or the rules' c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,10 +17,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.gc_collector import GCCollector
-from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
 
 from service import metric_names as names
 from service.metric_names import FallbackReason, FeedbackOutcome, Source
@@ -31,30 +29,12 @@ def _counter_name(exposed: str) -> str:
     return exposed.removesuffix("_total")
 
 
-class _BeforeCollect(Collector):
-    """Yields no metric; runs hooks when the registry is collected (registered first, so
-    the hooks' counts are in the same collection)."""
-
-    def __init__(self) -> None:
-        self.hooks: list[Callable[[], object]] = []
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        for hook in self.hooks:
-            hook()
-        return iter(())
-
-
 class ServiceMetrics:
     """The metric contract, bound to one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self._before_collect = _BeforeCollect()
-        r.register(self._before_collect)
         self.predictions = Counter(
             _counter_name(names.PREDICTIONS_TOTAL),
             "Answers returned, by who served them.",
@@ -65,6 +45,13 @@ class ServiceMetrics:
             _counter_name(names.SHADOW_COMPARISONS_TOTAL),
             "Shadow answers compared with the served one (top-1); category is the served top-1.",
             ["baseline", "shadow_version", "category", "agree"],
+            registry=r,
+        )
+        self.shadow_shed = Counter(
+            _counter_name(names.SHADOW_SHED_TOTAL),
+            "Shadow rows not compared because the shadow's CPU share or queue could not take "
+            "them (reason cpu_budget, queue_full, stopped); the controller sees fewer samples.",
+            ["reason", "shadow_version"],
             registry=r,
         )
         self.inference_seconds = Histogram(
@@ -159,11 +146,6 @@ class ServiceMetrics:
         for role, version in versions:
             self.predictions.labels(role.value, version)
             self.model_errors.labels(role.value, version)
-
-    def before_collect(self, hook: Callable[[], object]) -> None:
-        """Run ``hook`` at the start of every collection of the registry (a scrape,
-        ``GET /metrics``, ``get_sample_value``): work it finishes is counted in that read."""
-        self._before_collect.hooks.append(hook)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,8 +3,8 @@
 For each transaction the :class:`~service.routing.Router` of the current state says who
 serves and which model runs in its shadow. Each model is then evaluated once for all rows
 that need it (served or shadowed), rules only for the rows that need them; a shadow model
-that serves none of the rows of a small batch is evaluated later instead, together with
-other requests' rows (:mod:`service.shadow`). Then, per row:
+that serves none of the rows is evaluated later instead, off the request path, on the
+shadow's worker thread within its budget (:mod:`service.shadow`). Then, per row:
 
 - a model that raised serves nobody: its rows are answered by rules (fallback
   ``model_error``, and ``modelrollout_model_errors_total``);
@@ -36,7 +36,7 @@ from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.routing import Route
 from service.rules import RuleEngine, RulesAnswer
-from service.shadow import ShadowQueue, ShadowRows
+from service.shadow import DEFAULT_CPU_SHARE, DEFAULT_MAX_ROWS, ShadowQueue, ShadowRows
 from service.state import MODEL_ROLES, ServingState
 
 Answer = dict[str, Any]
@@ -76,15 +76,23 @@ class Suggester:
         events: EventCodec,
         *,
         fault_delays: Mapping[str, float] | None = None,
-        shadow_batch_rows: int = 1,
+        shadow_batch_rows: int = 32,
+        shadow_cpu_share: float = DEFAULT_CPU_SHARE,
+        shadow_max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
         self.rules = rules
         self.metrics = metrics
         self.events = events
         # Rollback drills (MODELROLLOUT_FAULT_DELAY): a version made slow on purpose.
         self.fault_delays = dict(fault_delays or {})
-        self.shadow = ShadowQueue(self._evaluate, rules, metrics, batch_rows=shadow_batch_rows)
-        metrics.before_collect(self.shadow.flush)
+        self.shadow = ShadowQueue(
+            self._evaluate,
+            rules,
+            metrics,
+            batch_rows=shadow_batch_rows,
+            cpu_share=shadow_cpu_share,
+            max_rows=shadow_max_rows,
+        )
 
     def suggest(self, state: ServingState, batch: Batch) -> list[Answer]:
         """Answers for ``batch``, in input order, under one serving state."""
@@ -237,8 +245,8 @@ class Suggester:
         self, state: ServingState, batch: Batch, routes: Sequence[Route], top_k: int
     ) -> _Runs:
         """Evaluate each model once over the rows it serves or shadows now; note those that
-        raised, and the shadow roles whose rows go to the :class:`ShadowQueue` instead (when
-        the model serves none of the rows and they are fewer than the queue's ``batch_rows``)."""
+        raised, and the shadow roles whose rows go to the :class:`ShadowQueue` instead (every
+        model that serves none of the rows: nobody waits for a pure shadow)."""
         rows_of: dict[Source, list[int]] = {}
         shadow_rows_of: dict[Source, list[int]] = {}
         for row, route in enumerate(routes):
@@ -250,10 +258,8 @@ class Suggester:
         for role, shadowed in shadow_rows_of.items():
             if role in rows_of:  # evaluated anyway: a few more rows cost little
                 rows_of[role] = sorted(set(rows_of[role]).union(shadowed))
-            elif len(shadowed) < self.shadow.batch_rows:
-                out.deferred.add(role)
             else:
-                rows_of[role] = shadowed
+                out.deferred.add(role)
         featurised = list(rows_of.values()) + [shadow_rows_of[role] for role in out.deferred]
         if not featurised:
             return out

@@ -73,7 +73,11 @@ class SuggestionsRoute(APIRoute):
             response: Response = await handler(_ParsedOnceRequest(request.scope, request.receive))
             if response.status_code == 200 and response.background is None:
                 observe = request.app.state.service.metrics.suggestion_request_seconds.observe
-                response.background = BackgroundTask(lambda: observe(time.perf_counter() - started))
+
+                async def answered() -> None:  # async: run on the loop, not in a thread
+                    observe(time.perf_counter() - started)
+
+                response.background = BackgroundTask(answered)
             return response
 
         return parse_once

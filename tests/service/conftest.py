@@ -130,6 +130,10 @@ class Served:
         body: dict[str, Any] = response.json()
         return body
 
+    def settle(self) -> None:
+        """Wait until the shadow's worker has compared every row queued so far."""
+        assert self.service.suggester.shadow.drain(30), "the shadow queue did not drain"
+
     def metric(self, name: str, **labels: str) -> float:
         value = self.service.metrics.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
