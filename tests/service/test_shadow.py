@@ -209,6 +209,7 @@ def test_rows_added_from_many_threads_are_all_compared_once() -> None:
                     model=model,
                     features=np.zeros((3, 2)),
                     baselines=["stable"] * 3,
+                    baseline_versions=["s1"] * 3,
                     served_top1=["A", "B", "A"],
                     rules_top1=[None] * 3,
                     merchants=["m"] * 3,
@@ -227,11 +228,23 @@ def test_rows_added_from_many_threads_are_all_compared_once() -> None:
     assert sum(evaluated) == 4 * 200 * 3
     agree = metrics.registry.get_sample_value(
         names.SHADOW_COMPARISONS_TOTAL,
-        {"baseline": "stable", "shadow_version": "m1", "category": "A", "agree": "true"},
+        {
+            "baseline": "stable",
+            "baseline_version": "s1",
+            "shadow_version": "m1",
+            "category": "A",
+            "agree": "true",
+        },
     )
     disagree = metrics.registry.get_sample_value(
         names.SHADOW_COMPARISONS_TOTAL,
-        {"baseline": "stable", "shadow_version": "m1", "category": "B", "agree": "false"},
+        {
+            "baseline": "stable",
+            "baseline_version": "s1",
+            "shadow_version": "m1",
+            "category": "B",
+            "agree": "false",
+        },
     )
     assert (agree, disagree) == (1600, 800)
 
@@ -251,6 +264,7 @@ def test_a_failing_comparison_drops_its_rows_and_never_raises(
         model=cast(Any, _Model()),
         features=np.zeros((1, 2)),
         baselines=["stable"],
+        baseline_versions=["s1"],
         served_top1=["A"],
         rules_top1=[None],
         merchants=["m"],
@@ -262,7 +276,8 @@ def test_a_failing_comparison_drops_its_rows_and_never_raises(
     assert queue.pending_rows == 0
     assert "1 rows of candidate dropped" in caplog.text
     assert metrics.registry.get_sample_value(names.SHADOW_COMPARISONS_TOTAL, {
-        "baseline": "stable", "shadow_version": "m1", "category": "A", "agree": "true"
+        "baseline": "stable", "baseline_version": "s1", "shadow_version": "m1", "category": "A",
+        "agree": "true",
     }) is None  # fmt: skip
 
 
