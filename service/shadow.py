@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from service.features import FeatureBatch
 from service.metric_names import NO_VERSION, Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
@@ -66,7 +67,7 @@ def reference(baseline: str, served_top1: str, shadow_top1: str) -> str:
     return shadow_top1 if baseline == Source.CANDIDATE.value else served_top1
 
 
-Evaluate = Callable[[Source, LoadedModel, npt.NDArray[np.float64]], npt.NDArray[np.float64] | None]
+Evaluate = Callable[[Source, LoadedModel, FeatureBatch], npt.NDArray[np.float64] | None]
 """``(role, model, features) -> probabilities``, or None when the model raised (counted)."""
 
 
@@ -76,7 +77,7 @@ class ShadowRows:
 
     role: Source
     model: LoadedModel
-    features: npt.NDArray[np.float64]  # one row per transaction, in the model's order
+    features: FeatureBatch  # one row per transaction
     baselines: Sequence[str]  # who served each row (a Source value)
     baseline_versions: Sequence[str]  # the version that served it (NO_VERSION: rules)
     served_top1: Sequence[str]  # the label returned first
@@ -156,7 +157,7 @@ class ShadowQueue:
 
     def _compare(self, role: Source, chunks: list[ShadowRows]) -> int:
         model = chunks[0].model
-        x = chunks[0].features if len(chunks) == 1 else np.vstack([c.features for c in chunks])
+        x = FeatureBatch.concat([c.features for c in chunks])
         self.evaluations += 1
         proba = self._evaluate(role, model, x)
         if proba is None:

@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from service.events import EventCodec
 from service.faults import Fault
-from service.features import extract_batch, extract_one
+from service.features import FeatureBatch, extract
 from service.metric_names import NO_VERSION, FallbackReason, Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
@@ -54,6 +54,8 @@ class Batch:
     memos: Sequence[str]
     amounts: Sequence[float]
     user_ids: Sequence[str]
+    mccs: Sequence[str | None] = ()
+    """Each row's ISO 18245 merchant category code or None; empty: no row carries one."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -204,7 +206,7 @@ class Suggester:
                 ShadowRows(
                     role=role,
                     model=state.models[role],
-                    features=features[[found.feature_row[r] for r in rows]],
+                    features=features.take([found.feature_row[r] for r in rows]),
                     baselines=[item[1] for item in items],
                     baseline_versions=[item[2] for item in items],
                     served_top1=[item[3] for item in items],
@@ -218,7 +220,7 @@ class Suggester:
         return answers
 
     def _evaluate(
-        self, role: Source, model: LoadedModel, x: npt.NDArray[np.float64]
+        self, role: Source, model: LoadedModel, x: FeatureBatch
     ) -> npt.NDArray[np.float64] | None:
         """The model's probabilities for ``x``, or None if it raised or answered nonsense
         (counted in ``model_errors``); the time is observed either way."""
@@ -275,7 +277,7 @@ class Suggester:
             if not rows:
                 continue
             model = state.models[role]
-            x = features if rows == needed else features[[out.feature_row[r] for r in rows]]
+            x = features if rows == needed else features.take([out.feature_row[r] for r in rows])
             proba = self._evaluate(role, model, x)
             if proba is None:
                 out.failed.add(role)
@@ -294,21 +296,18 @@ class _Runs:
     runs: dict[Source, _ModelRun] = field(default_factory=dict)
     failed: set[Source] = field(default_factory=set)
     deferred: set[Source] = field(default_factory=set)  # shadow roles left to the queue
-    features: npt.NDArray[np.float64] | None = None
+    features: FeatureBatch | None = None
     feature_row: dict[int, int] = field(default_factory=dict)  # batch row -> features row
 
 
-def _features(batch: Batch, rows: Sequence[int]) -> npt.NDArray[np.float64]:
-    """The feature matrix of the given rows of the batch, in that order."""
-    if len(rows) == 1:
-        r = rows[0]
-        return np.array(
-            [extract_one(batch.merchants[r], batch.memos[r], batch.amounts[r])], dtype=np.float64
-        )
+def _features(batch: Batch, rows: Sequence[int]) -> FeatureBatch:
+    """The features of the given rows of the batch, in that order."""
+    mccs = batch.mccs
     if len(rows) == len(batch):
-        return extract_batch(batch.merchants, batch.memos, batch.amounts)
-    return extract_batch(
+        return extract(batch.merchants, batch.memos, batch.amounts, mccs)
+    return extract(
         [batch.merchants[r] for r in rows],
         [batch.memos[r] for r in rows],
         [batch.amounts[r] for r in rows],
+        [mccs[r] for r in rows] if mccs else None,
     )

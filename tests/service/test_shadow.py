@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from service import metric_names as names
+from service.features import extract
 from service.metric_names import Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
@@ -207,7 +208,7 @@ def test_rows_added_from_many_threads_are_all_compared_once() -> None:
                 ShadowRows(
                     role=Source.CANDIDATE,
                     model=model,
-                    features=np.zeros((3, 2)),
+                    features=extract(["m"] * 3, [""] * 3, [1.0] * 3),
                     baselines=["stable"] * 3,
                     baseline_versions=["s1"] * 3,
                     served_top1=["A", "B", "A"],
@@ -262,7 +263,7 @@ def test_a_failing_comparison_drops_its_rows_and_never_raises(
     rows = ShadowRows(
         role=Source.CANDIDATE,
         model=cast(Any, _Model()),
-        features=np.zeros((1, 2)),
+        features=extract(["m"], [""], [1.0]),
         baselines=["stable"],
         baseline_versions=["s1"],
         served_top1=["A"],
