@@ -50,8 +50,10 @@ class _BeforeCollect(Collector):
 class ServiceMetrics:
     """The metric contract, bound to one registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, target: str = "") -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.target = target
+        """Added as ``target="<target>"`` to every exposed series (empty: not added)."""
         r = self.registry
         self._before_collect = _BeforeCollect()
         r.register(self._before_collect)
@@ -63,8 +65,9 @@ class ServiceMetrics:
         )
         self.shadow_comparisons = Counter(
             _counter_name(names.SHADOW_COMPARISONS_TOTAL),
-            "Shadow answers compared with the served one (top-1); category is the served top-1.",
-            ["baseline", "shadow_version", "category", "agree"],
+            "Shadow answers compared with the served one (top-1); category is the reference "
+            "answer (what stable or rules said).",
+            ["baseline", "baseline_version", "shadow_version", "category", "agree"],
             registry=r,
         )
         self.inference_seconds = Histogram(
@@ -166,4 +169,24 @@ class ServiceMetrics:
         self._before_collect.hooks.append(hook)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text format for ``GET /metrics``; every series carries the ``target`` label
+        (:data:`~service.metric_names.TARGET_LABEL`), so the controller can scope its
+        queries to one target whatever the scrape configuration attaches."""
+        if not self.target:
+            return generate_latest(self.registry)
+        return generate_latest(_Labelled(self.registry, {names.TARGET_LABEL: self.target}))
+
+
+class _Labelled(Collector):
+    """A registry's metrics with fixed labels added to every sample (at exposition only)."""
+
+    def __init__(self, registry: CollectorRegistry, labels: Mapping[str, str]) -> None:
+        self._registry = registry
+        self._labels = dict(labels)
+
+    def collect(self) -> Iterator[Metric]:
+        extra = self._labels
+        for metric in self._registry.collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [s._replace(labels={**s.labels, **extra}) for s in metric.samples]
+            yield labelled
