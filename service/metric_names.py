@@ -8,8 +8,12 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
 
 - ``modelrollout_predictions_total`` (counter; served_by, model_version):
   answers returned
-- ``modelrollout_shadow_comparisons_total`` (counter; baseline, shadow_version, category, agree):
-  a shadow answer compared with the served one (top-1); category is the served top-1
+- ``modelrollout_shadow_comparisons_total`` (counter; baseline, baseline_version,
+  shadow_version, category, agree): a shadow answer compared with the served one (top-1).
+  ``baseline`` is who served and ``baseline_version`` its version (``none`` for rules);
+  ``category`` is the *reference* answer, what stable or rules said: the served top-1
+  when the candidate is the shadow, the shadow's top-1 when the candidate served (canary),
+  so a candidate wrong in one category shows up in that category in every phase
 - ``modelrollout_shadow_shed_total`` (counter; reason, shadow_version): shadow rows not
   compared because the shadow's budget could not take them (:class:`ShedReason`); the
   controller sees fewer comparisons, never a false agreement
@@ -34,6 +38,11 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
   a version failed verification or loading
 - ``modelrollout_model_compilations_total`` (counter; result compiled/failed):
   a loaded version's trees compiled to machine code (or left on LightGBM's predictor)
+
+Every exposed series also carries ``target="<MODELROLLOUT_TARGET>"``
+(:data:`TARGET_LABEL`, added at exposition, :meth:`service.metrics.ServiceMetrics.exposition`):
+the controller selects it in every query, so two targets scraped by one Prometheus never
+feed each other's analysis, whatever labels the scrape configuration attaches.
 
 The original system's alert and panels, over these:
 
@@ -78,6 +87,9 @@ class FeedbackOutcome(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
 
+
+TARGET_LABEL: Final = "target"
+"""The label naming the suggestion target on every exposed series."""
 
 NO_VERSION: Final = "none"
 """model_version label value when rules served."""

@@ -7,7 +7,7 @@ the few a pod has configured, categories are the models' classes or the rules' c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,8 +17,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from service import metric_names as names
 from service.metric_names import FallbackReason, FeedbackOutcome, Source
@@ -32,8 +34,10 @@ def _counter_name(exposed: str) -> str:
 class ServiceMetrics:
     """The metric contract, bound to one registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, target: str = "") -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.target = target
+        """Added as ``target="<target>"`` to every exposed series (empty: not added)."""
         r = self.registry
         self.predictions = Counter(
             _counter_name(names.PREDICTIONS_TOTAL),
@@ -43,8 +47,9 @@ class ServiceMetrics:
         )
         self.shadow_comparisons = Counter(
             _counter_name(names.SHADOW_COMPARISONS_TOTAL),
-            "Shadow answers compared with the served one (top-1); category is the served top-1.",
-            ["baseline", "shadow_version", "category", "agree"],
+            "Shadow answers compared with the served one (top-1); category is the reference "
+            "answer (what stable or rules said).",
+            ["baseline", "baseline_version", "shadow_version", "category", "agree"],
             registry=r,
         )
         self.shadow_shed = Counter(
@@ -148,4 +153,24 @@ class ServiceMetrics:
             self.model_errors.labels(role.value, version)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text format for ``GET /metrics``; every series carries the ``target`` label
+        (:data:`~service.metric_names.TARGET_LABEL`), so the controller can scope its
+        queries to one target whatever the scrape configuration attaches."""
+        if not self.target:
+            return generate_latest(self.registry)
+        return generate_latest(_Labelled(self.registry, {names.TARGET_LABEL: self.target}))
+
+
+class _Labelled(Collector):
+    """A registry's metrics with fixed labels added to every sample (at exposition only)."""
+
+    def __init__(self, registry: CollectorRegistry, labels: Mapping[str, str]) -> None:
+        self._registry = registry
+        self._labels = dict(labels)
+
+    def collect(self) -> Iterator[Metric]:
+        extra = self._labels
+        for metric in self._registry.collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [s._replace(labels={**s.labels, **extra}) for s in metric.samples]
+            yield labelled

@@ -26,6 +26,11 @@ MODELROLLOUT_SHADOW_CPU_SHARE    share of one core the shadow's worker may use (
                                  0.25); what it cannot take is shed and counted
 MODELROLLOUT_SHADOW_QUEUE_ROWS   shadow rows that may wait for the worker (default 4096)
 MODELROLLOUT_REPORT              write the pod report Lease in cluster mode (default true)
+MODELROLLOUT_FAULTS              rollback drills: per model version, CPU burned in its
+                                 scoring calls (``burn``, ``fraction``) and one category
+                                 answered as another (``relabel``); JSON, service/faults.py
+MODELROLLOUT_FAULT_DELAY         older drill knob: VERSION=SECONDS[,...], a ``burn`` of
+                                 that many seconds on every call
 ===============================  ========================================================
 
 ``auto`` picks ``file`` when MODELROLLOUT_CONFIG_FILE is set, else ``kube`` when
@@ -69,6 +74,8 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.artifact import MANIFEST_FILE, list_versions
+from service.faults import ENV_VAR as FAULTS_ENV
+from service.faults import Fault, FaultError, merge_delays, parse_faults
 from service.serving_config import ServingConfig, SuggestMode
 
 DEFAULT_CANARY_PERCENT: Final = 10.0
@@ -151,8 +158,13 @@ class Settings(BaseSettings):
     )
     fault_delay: str | None = Field(
         default=None,
-        description="rollback drills: VERSION=SECONDS[,VERSION=SECONDS...] adds that delay to "
-        "every evaluation of that model version (timed, so its latency metrics show it)",
+        description="rollback drills (older form): VERSION=SECONDS[,VERSION=SECONDS...] burns "
+        "that much CPU in every scoring call of that model version (service/faults.py)",
+    )
+    faults: str | None = Field(
+        default=None,
+        description='rollback drills: JSON {"<version>": {"burn": s, "fraction": f, '
+        '"relabel": {"<category>": "<category>"}}} (service/faults.py)',
     )
 
     # The original system's variables, parsed by legacy_serving_config().
@@ -215,6 +227,15 @@ class Settings(BaseSettings):
                 )
             delays[version.strip()] = delay
         return delays
+
+    def fault_plan(self) -> dict[str, Fault]:
+        """MODELROLLOUT_FAULTS and MODELROLLOUT_FAULT_DELAY together: version -> fault (an
+        entry of MODELROLLOUT_FAULTS wins over a delay for the same version)."""
+        try:
+            faults = parse_faults(self.faults)
+        except FaultError as exc:
+            raise SettingsError(f"{FAULTS_ENV}={self.faults!r}: {exc}") from None
+        return merge_delays(faults, self.fault_delays())
 
     def effective_compile_cache(self) -> Path | None:
         """Where compiled trees go, or None when compiling is off."""

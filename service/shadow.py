@@ -51,6 +51,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from service.features import FeatureBatch
 from service.metric_names import NO_VERSION, ShedReason, Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
@@ -58,7 +59,24 @@ from service.rules import RuleEngine
 
 log = logging.getLogger(__name__)
 
-Evaluate = Callable[[Source, LoadedModel, npt.NDArray[np.float64]], npt.NDArray[np.float64] | None]
+
+def reference(baseline: str, served_top1: str, shadow_top1: str) -> str:
+    """The category a comparison is counted under: the *reference* answer, what the
+    known-good side said (stable, or rules), never the candidate's.
+
+    In shadow the candidate is the shadow, so the reference is the served answer; in canary
+    the candidate serves its users with stable in its shadow, so the reference is the
+    shadow's answer. Labelled by the served answer instead, a candidate that sends every
+    Dining transaction to Shopping would, in canary, count its disagreements under
+    Shopping, and Dining would look perfect (issue 12, point 4).
+
+    >>> reference("stable", "Dining", "Shopping"), reference("candidate", "Shopping", "Dining")
+    ('Dining', 'Dining')
+    """
+    return shadow_top1 if baseline == Source.CANDIDATE.value else served_top1
+
+
+Evaluate = Callable[[Source, LoadedModel, FeatureBatch], npt.NDArray[np.float64] | None]
 """``(role, model, features) -> probabilities``, or None when the model raised (counted)."""
 
 
@@ -68,8 +86,9 @@ class ShadowRows:
 
     role: Source
     model: LoadedModel
-    features: npt.NDArray[np.float64]  # one row per transaction, in the model's order
+    features: FeatureBatch  # one row per transaction
     baselines: Sequence[str]  # who served each row (a Source value)
+    baseline_versions: Sequence[str]  # the version that served it (NO_VERSION: rules)
     served_top1: Sequence[str]  # the label returned first
     rules_top1: Sequence[str | None]  # the rules' top-1 when already known, else None
     merchants: Sequence[str]
@@ -270,7 +289,7 @@ class ShadowQueue:
 
     def _compare(self, role: Source, chunks: list[ShadowRows]) -> int:
         model = chunks[0].model
-        x = chunks[0].features if len(chunks) == 1 else np.vstack([c.features for c in chunks])
+        x = FeatureBatch.concat([c.features for c in chunks])
         self.evaluations += 1
         proba = self._evaluate(role, model, x)
         if proba is None:
@@ -280,7 +299,7 @@ class ShadowQueue:
         best = best_index.tolist()
         classes = model.classes
         version = model.version
-        comparisons: Counter[tuple[str, str, str]] = Counter()
+        comparisons: Counter[tuple[str, str, str, str]] = Counter()
         rules_seconds = 0.0
         i = 0
         for chunk in chunks:
@@ -298,11 +317,15 @@ class ShadowQueue:
                     shadow_top1 = known
                 top1 = chunk.served_top1[j]
                 agree = "true" if shadow_top1 == top1 else "false"
-                comparisons[(chunk.baselines[j], top1, agree)] += 1
+                baseline = chunk.baselines[j]
+                category = reference(baseline, top1, shadow_top1)
+                comparisons[(baseline, chunk.baseline_versions[j], category, agree)] += 1
                 i += 1
         m = self._metrics
         if rules_seconds:
             m.inference_seconds.labels(Source.RULES.value, NO_VERSION).observe(rules_seconds)
-        for (baseline, top1, agree), count in comparisons.items():
-            m.shadow_comparisons.labels(baseline, version, top1, agree).inc(count)
+        for (baseline, baseline_version, category, agree), count in comparisons.items():
+            m.shadow_comparisons.labels(baseline, baseline_version, version, category, agree).inc(
+                count
+            )
         return i

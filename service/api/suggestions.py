@@ -157,6 +157,7 @@ async def answer_bytes(service: SuggestionService, request: SuggestionsRequest) 
         memos=[t.memo for t in txns],
         amounts=[t.amount for t in txns],
         user_ids=[t.user_id for t in txns],
+        mccs=[t.mcc for t in txns],
     )
     state, answers = await service.answer(batch)
     return orjson.dumps({"generation": state.config.generation, "suggestions": answers})

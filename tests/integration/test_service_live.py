@@ -50,7 +50,7 @@ import numpy.typing as npt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.features import extract_batch
+from service.features import extract
 from service.metric_names import SHADOW_COMPARISONS_TOTAL, Source
 from service.models import LoadedModel, load_model
 from service.routing import canary_bucket
@@ -149,8 +149,8 @@ class Offline:
         """Each transaction's top-1 class under ``version`` and its confidence."""
         model = self.models[version]
         proba = model.predict_proba(
-            extract_batch([t["merchant"] for t in txns], [t["memo"] for t in txns],
-                          [t["amount"] for t in txns])
+            extract([t["merchant"] for t in txns], [t["memo"] for t in txns],
+                    [t["amount"] for t in txns], [t.get("mcc") for t in txns])
         )  # fmt: skip
         best = proba.argmax(axis=1)
         return [model.classes[int(j)] for j in best], proba[np.arange(len(txns)), best]

@@ -193,6 +193,7 @@ def test_metrics_expose_the_contract(serve: ServeFactory) -> None:
         served.metric(
             names.SHADOW_COMPARISONS_TOTAL,
             baseline="stable",
+            baseline_version="v1",
             shadow_version="v2",
             category="Groceries",
             agree=agree,

@@ -136,6 +136,7 @@ def test_heuristic_mode_with_shadow_is_the_original_shadow_mode(serve: ServeFact
     compared = served.metric(
         names.SHADOW_COMPARISONS_TOTAL,
         baseline="rules",
+        baseline_version="none",
         shadow_version=STABLE_VERSION,
         category="Entertainment",
         agree="true",

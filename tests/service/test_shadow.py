@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from service import metric_names as names
+from service.features import extract
 from service.metric_names import Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
@@ -160,14 +161,17 @@ def test_a_candidate_that_never_finishes_slows_no_answer_and_its_shed_rows_are_c
         wait_until(lambda: gate.stuck == 1, timeout=10, what="the candidate evaluating")
         shed = {
             reason: served.metric(
-                names.SHADOW_SHED_TOTAL, reason=reason, shadow_version=CANDIDATE_VERSION
+                names.SHADOW_SHED_TOTAL,
+                settle=False,  # the worker is stuck: nothing to wait for
+                reason=reason,
+                shadow_version=CANDIDATE_VERSION,
             )
             for reason in ("queue_full", "cpu_budget", "stopped")
         }
         assert shed["queue_full"] > 0
         assert shed["cpu_budget"] == shed["stopped"] == 0
         assert queue.pending_rows <= 40
-        assert served.metric(names.PREDICTIONS_TOTAL, served_by="candidate",
+        assert served.metric(names.PREDICTIONS_TOTAL, settle=False, served_by="candidate",
                              model_version=CANDIDATE_VERSION) == 0  # fmt: skip
     finally:
         gate.open()
@@ -292,8 +296,9 @@ def test_rows_added_from_many_threads_are_all_compared_once() -> None:
                 ShadowRows(
                     role=Source.CANDIDATE,
                     model=model,
-                    features=np.zeros((3, 2)),
+                    features=extract(["m"] * 3, [""] * 3, [1.0] * 3),
                     baselines=["stable"] * 3,
+                    baseline_versions=["s1"] * 3,
                     served_top1=["A", "B", "A"],
                     rules_top1=[None] * 3,
                     merchants=["m"] * 3,
@@ -313,11 +318,23 @@ def test_rows_added_from_many_threads_are_all_compared_once() -> None:
     assert sum(evaluated) == 4 * 200 * 3
     agree = metrics.registry.get_sample_value(
         names.SHADOW_COMPARISONS_TOTAL,
-        {"baseline": "stable", "shadow_version": "m1", "category": "A", "agree": "true"},
+        {
+            "baseline": "stable",
+            "baseline_version": "s1",
+            "shadow_version": "m1",
+            "category": "A",
+            "agree": "true",
+        },
     )
     disagree = metrics.registry.get_sample_value(
         names.SHADOW_COMPARISONS_TOTAL,
-        {"baseline": "stable", "shadow_version": "m1", "category": "B", "agree": "false"},
+        {
+            "baseline": "stable",
+            "baseline_version": "s1",
+            "shadow_version": "m1",
+            "category": "B",
+            "agree": "false",
+        },
     )
     assert (agree, disagree) == (1600, 800)
 
@@ -335,8 +352,9 @@ def test_a_failing_comparison_drops_its_rows_and_never_raises(
     rows = ShadowRows(
         role=Source.CANDIDATE,
         model=cast(Any, _Model()),
-        features=np.zeros((1, 2)),
+        features=extract(["m"], [""], [1.0]),
         baselines=["stable"],
+        baseline_versions=["s1"],
         served_top1=["A"],
         rules_top1=[None],
         merchants=["m"],
@@ -350,7 +368,8 @@ def test_a_failing_comparison_drops_its_rows_and_never_raises(
     assert queue.pending_rows == 0
     assert "1 rows of candidate dropped" in caplog.text
     assert metrics.registry.get_sample_value(names.SHADOW_COMPARISONS_TOTAL, {
-        "baseline": "stable", "shadow_version": "m1", "category": "A", "agree": "true"
+        "baseline": "stable", "baseline_version": "s1", "shadow_version": "m1", "category": "A",
+        "agree": "true",
     }) is None  # fmt: skip
 
 
