@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service.artifact import MODEL_FILE  # noqa: E402
+from service.features import FeatureBatch  # noqa: E402
 from service.models import load_model  # noqa: E402
 from training.data import generate_transactions, validate_transactions  # noqa: E402
 from training.evaluate import evaluate_model  # noqa: E402
@@ -110,11 +111,12 @@ def main() -> None:
         show("Booster.predict(raw) + Calibration.apply", b50, b99)
         show("CalibratedClassifierCV.predict_proba", c50, c99)
         loaded = load_model(root, result.version)
-        s50, s99 = latency(lambda: loaded.predict_proba(row))
+        row_batch, x_batch = FeatureBatch(row.copy()), FeatureBatch(x.copy())
+        s50, s99 = latency(lambda: loaded.predict_proba(row_batch))
         show("service.models.LoadedModel.predict_proba", s50, s99)
         t0 = time.perf_counter()
         for _ in range(20):
-            loaded.predict_proba(x)
+            loaded.predict_proba(x_batch)
         per_s = 20 * len(x) / (time.perf_counter() - t0)
         print(f"batches of 1000, LoadedModel.predict_proba: {per_s:,.0f} rows/s")
         loaded.close()

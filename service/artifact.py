@@ -10,7 +10,8 @@ A version is a directory ``<models-root>/<version>/`` holding:
 Training publishes a version atomically (temporary directory, fsync, rename; see
 ``training/publish.py``); once published it never changes. Serving calls
 :func:`verify_version` before it loads a version: the manifest must parse, every file's
-sha256 must match, and the feature list must equal :data:`service.features.FEATURE_NAMES`.
+sha256 must match, the feature list must equal :data:`service.features.FEATURE_NAMES` and
+the feature-code version :data:`service.features.FEATURE_VERSION`.
 
 Names beginning with ``.`` under the models root are unfinished publishes and never versions.
 
@@ -29,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.features import FEATURE_NAMES
+from service.features import FEATURE_NAMES, FEATURE_VERSION
 from service.serving_config import ModelVersion
 
 MANIFEST_FILE: Final = "manifest.json"
@@ -95,6 +96,9 @@ class Manifest(BaseModel):
     created: datetime
     files: dict[str, str] = Field(description="file name -> sha256 hex digest")
     features: list[str]
+    feature_version: int = Field(
+        description="service.features.FEATURE_VERSION of the code that computed the features"
+    )
     classes: list[str] = Field(min_length=2)
     metrics: dict[str, float | dict[str, float] | list[list[int]]] = Field(default_factory=dict)
     data_fingerprint: str = Field(
@@ -178,6 +182,12 @@ def verify_version(models_root: Path, version: str) -> Manifest:
             else "same names in another order"
         )
         raise ArtifactError(version, f"trained on another feature list ({detail})")
+    if manifest.feature_version != FEATURE_VERSION:
+        raise ArtifactError(
+            version,
+            f"trained with feature code version {manifest.feature_version}, serving has "
+            f"{FEATURE_VERSION} (same names, other values: retrain with this code)",
+        )
     return manifest
 
 

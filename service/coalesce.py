@@ -38,6 +38,7 @@ def merge(batches: Sequence[Batch]) -> Batch:
         memos=[m for b in batches for m in b.memos],
         amounts=[a for b in batches for a in b.amounts],
         user_ids=[u for b in batches for u in b.user_ids],
+        mccs=[c for b in batches for c in (b.mccs or [None] * len(b))],
     )
 
 

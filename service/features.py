@@ -41,6 +41,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Final
 
@@ -98,6 +99,12 @@ _KEYWORD_FORMS: Final = tuple((k, k.replace(" ", "")) for k in _KEYWORDS)
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 FeatureMatrix = npt.NDArray[np.float64]
+
+FEATURE_VERSION: Final = 1
+"""Version of the feature code. Bump it whenever the same inputs would give other feature
+values (normalisation, tokens, keyword forms, MCC table): serving refuses an artifact whose
+``feature_version`` differs, since a model trained on other values answers wrongly with no
+error (docs/decisions/0008-scorer-interface.md)."""
 
 
 def normalise_text(text: str) -> str:
@@ -188,3 +195,59 @@ def extract_batch(
         out[:, 6:N_ORIGINAL] = flags
     out[rows, [N_ORIGINAL + c for c in cols]] = 1.0
     return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FeatureBatch:
+    """The features of a batch of transactions: what every model of a request scores.
+
+    Immutable (its arrays are read-only), so it can be handed to another thread while the
+    request goes on. Only this module and ``service/models.py`` look inside: ``dense`` is
+    the ``(n, len(FEATURE_NAMES))`` float64 block in :data:`FEATURE_NAMES` order.
+    """
+
+    dense: FeatureMatrix
+
+    def __post_init__(self) -> None:
+        if self.dense.ndim != 2 or self.dense.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(
+                f"dense features must be (n, {len(FEATURE_NAMES)}), got {self.dense.shape}"
+            )
+        self.dense.setflags(write=False)
+
+    def __len__(self) -> int:
+        return int(self.dense.shape[0])
+
+    def take(self, rows: Sequence[int]) -> FeatureBatch:
+        """The given rows, in that order (a row may repeat)."""
+        return FeatureBatch(self.dense[np.asarray(rows, dtype=np.intp)])
+
+    @staticmethod
+    def concat(batches: Sequence[FeatureBatch]) -> FeatureBatch:
+        """The rows of ``batches``, in order (the shadow queue joins requests with it)."""
+        if len(batches) == 1:
+            return batches[0]
+        return FeatureBatch(np.vstack([b.dense for b in batches]))
+
+
+def extract(
+    merchants: Sequence[str],
+    memos: Sequence[str],
+    amounts: Sequence[float] | npt.NDArray[np.floating],
+    mccs: Sequence[str | None] | None = None,
+) -> FeatureBatch:
+    """The features of a batch, rows in input order: the one constructor of
+    :class:`FeatureBatch`, for training and serving alike.
+
+    ``mccs`` holds each row's ISO 18245 code or None (``None`` or empty: no row has one).
+    """
+    n = len(merchants)
+    if len(memos) != n or len(amounts) != n or (mccs is not None and len(mccs) not in (0, n)):
+        raise ValueError(
+            f"merchants, memos, amounts and mccs differ in length: {n}, {len(memos)}, "
+            f"{len(amounts)}, {len(mccs) if mccs is not None else '-'}"
+        )
+    if n == 1:
+        row = extract_one(merchants[0], memos[0], float(amounts[0]))
+        return FeatureBatch(np.array([row], dtype=np.float64))
+    return FeatureBatch(extract_batch(merchants, memos, amounts))

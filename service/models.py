@@ -53,7 +53,7 @@ from service.artifact import (
     sha256_file,
     verify_version,
 )
-from service.features import FEATURE_NAMES, N_ORIGINAL
+from service.features import FEATURE_NAMES, N_ORIGINAL, FeatureBatch
 
 Matrix = npt.NDArray[np.float64]
 
@@ -301,14 +301,17 @@ class LoadedModel:
     def scorer_detail(self) -> str:
         return self._slot.detail
 
-    def calibration_input(self, features: Matrix) -> Matrix:
+    def calibration_input(self, features: FeatureBatch) -> Matrix:
         """What the sigmoids were fitted on: ``booster.predict(features, raw_score=True)``
         (or, for ``Calibration.input == "probability"``, ``booster.predict(features)``)."""
-        return self._slot.scorer(features)
+        return self._slot.scorer(features.dense)
 
-    def predict_proba(self, features: Matrix) -> Matrix:
-        """Calibrated probabilities, shape ``(n, classes)``, columns in :attr:`classes` order."""
-        return self._calibrate(self._slot.scorer(features))
+    def predict_proba(self, features: FeatureBatch) -> Matrix:
+        """Calibrated probabilities, shape ``(n, classes)``, columns in :attr:`classes` order.
+
+        Safe to call from several threads at once (the single-row buffers are locked; the
+        batch path and the compiled trees share nothing mutable)."""
+        return self._calibrate(self._slot.scorer(features.dense))
 
     def accelerate(self, cache_dir: Path, *, tolerance: float = COMPILED_TOLERANCE) -> str:
         """Compile the trees and serve from the compiled code once it is proven equal.

@@ -42,22 +42,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from service import categories
 from service.features import normalise_text
 
-OTHER: Final = "Other"
-
-CATEGORIES: Final = (
-    "Groceries",
-    "Dining",
-    "Transportation",
-    "Entertainment",
-    "Shopping",
-    "Healthcare",
-    "Transfers",
-    "Utilities",
-    "Income",
-    "Rent",
-)
+OTHER: Final = categories.OTHER
+CATEGORIES: Final = categories.CATEGORIES
 """The categories the rules know, beside :data:`OTHER` (the same as the training data's)."""
 
 MAX_NGRAM: Final = 3

@@ -28,21 +28,12 @@ from typing import Final
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 
+from service import categories
+
 COLUMNS: Final = ("id", "merchant", "memo", "amount", "user_id", "label")
 TEXT_COLUMNS: Final = ("id", "merchant", "memo", "user_id", "label")
 
-CATEGORIES: Final = (
-    "Groceries",
-    "Dining",
-    "Transportation",
-    "Entertainment",
-    "Shopping",
-    "Healthcare",
-    "Transfers",
-    "Utilities",
-    "Income",
-    "Rent",
-)
+CATEGORIES: Final = categories.CATEGORIES
 
 
 class DataError(Exception):

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 
 from service.artifact import CALIBRATION_FILE, MODEL_FILE, Manifest, read_manifest
-from service.features import FEATURE_NAMES
+from service.features import FEATURE_NAMES, FEATURE_VERSION
 from training.data import (
     data_fingerprint,
     generate_transactions,
@@ -190,6 +190,7 @@ def train_and_publish(
         created=datetime.now(UTC),
         files=build_files_digest(files),
         features=list(FEATURE_NAMES),
+        feature_version=FEATURE_VERSION,
         classes=list(trained.classes),
         metrics=metrics,
         data_fingerprint=data_fingerprint(frame),

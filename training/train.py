@@ -2,7 +2,7 @@
 
 The recipe (why each step):
 
-1. Features only from :func:`service.features.extract_batch` (contract 1).
+1. Features only from :func:`service.features.extract` (contract 1).
 2. A stratified split of the canonical data into train, validation (early stopping),
    calibration and held-out test, so that no row that shaped the model also grades it.
 3. ``LGBMClassifier`` with the original defaults (:class:`TrainParams`), early stopping
@@ -39,7 +39,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from service.artifact import Calibration
-from service.features import FEATURE_NAMES, FeatureMatrix, extract_batch
+from service.features import FEATURE_NAMES, FeatureBatch, FeatureMatrix, extract
 from training.data import DataError
 
 _FIT_TAKES_EVAL_X: Final = "eval_X" in inspect.signature(lgb.LGBMClassifier.fit).parameters
@@ -184,11 +184,17 @@ def feature_frame(features: FeatureMatrix) -> pd.DataFrame:
     return pd.DataFrame(features, columns=list(FEATURE_NAMES), copy=False)
 
 
-def features_of(frame: pd.DataFrame) -> FeatureMatrix:
-    """The feature matrix of a dataset, by the one feature extractor."""
-    return extract_batch(
-        frame["merchant"].tolist(), frame["memo"].tolist(), frame["amount"].to_numpy()
+def feature_batch_of(frame: pd.DataFrame) -> FeatureBatch:
+    """The features of a dataset, by the one feature extractor (what serving scores)."""
+    mccs = frame["mcc"].tolist() if "mcc" in frame.columns else None
+    return extract(
+        frame["merchant"].tolist(), frame["memo"].tolist(), frame["amount"].to_numpy(), mccs
     )
+
+
+def features_of(frame: pd.DataFrame) -> FeatureMatrix:
+    """The dense feature matrix of a dataset (what LightGBM trains on)."""
+    return feature_batch_of(frame).dense
 
 
 def split_data(frame: pd.DataFrame, params: TrainParams, seed: int) -> DataSplit:

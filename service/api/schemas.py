@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from service.categories import is_known_mcc, is_mcc_syntax
 from service.events import MAX_EVENT_ID_LENGTH
 from service.metric_names import FeedbackOutcome, Source
 
@@ -24,6 +25,17 @@ MAX_AMOUNT: Final = 1e12
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
 TransactionId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _known_mcc(code: str) -> str:
+    if not is_mcc_syntax(code):
+        raise ValueError("an MCC is four digits (ISO 18245), e.g. '5411'")
+    if not is_known_mcc(code):
+        raise ValueError(f"{code!r} is not an ISO 18245 merchant category code")
+    return code
+
+
+MerchantCategoryCode = Annotated[str, AfterValidator(_known_mcc)]
 
 
 class Transaction(BaseModel):
@@ -40,6 +52,7 @@ class Transaction(BaseModel):
                     "memo": "weekly grocery run",
                     "amount": -54.2,
                     "user_id": "u-1842",
+                    "mcc": "5411",
                 }
             ]
         },
@@ -58,6 +71,11 @@ class Transaction(BaseModel):
         min_length=1,
         max_length=128,
         description="the user (or tenant) whose answers stay on one model: the canary key",
+    )
+    mcc: MerchantCategoryCode | None = Field(
+        default=None,
+        description="ISO 18245 merchant category code as the card feed gives it (four "
+        "digits); absent or null when the feed has none",
     )
 
 

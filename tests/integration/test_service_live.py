@@ -50,7 +50,7 @@ import numpy.typing as npt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.features import extract_batch
+from service.features import extract
 from service.metric_names import SHADOW_COMPARISONS_TOTAL, Source
 from service.models import LoadedModel, load_model
 from service.routing import canary_bucket
@@ -149,8 +149,8 @@ class Offline:
         """Each transaction's top-1 class under ``version`` and its confidence."""
         model = self.models[version]
         proba = model.predict_proba(
-            extract_batch([t["merchant"] for t in txns], [t["memo"] for t in txns],
-                          [t["amount"] for t in txns])
+            extract([t["merchant"] for t in txns], [t["memo"] for t in txns],
+                    [t["amount"] for t in txns], [t.get("mcc") for t in txns])
         )  # fmt: skip
         best = proba.argmax(axis=1)
         return [model.classes[int(j)] for j in best], proba[np.arange(len(txns)), best]
@@ -344,8 +344,16 @@ def test_processes_reconfigured_live_under_load_and_prometheus_counts_agreement(
     assert len(spread) >= 10, f"only {len(spread)} canary users answered by every process"
 
     # -- Prometheus sums exactly the comparisons the test expects
-    per_process = [comparisons_in(httpx.get(f"{s.url}/metrics").text) for s in procs]
-    reported = sum(per_process, Counter())
+    # The shadow is compared on each process's worker thread after the answer: wait until
+    # every process has counted all it made (nothing is shed at this load).
+    def reported_now() -> Counter[tuple[str, str]]:
+        per_process = [comparisons_in(httpx.get(f"{s.url}/metrics").text) for s in procs]
+        return sum(per_process, Counter())
+
+    want_total = sum(expected.comparisons.values())
+    wait_until(lambda: sum(reported_now().values()) >= want_total, timeout=30,
+               what="every shadow comparison counted", on_timeout=tails)  # fmt: skip
+    reported = reported_now()
     total = sum(reported.values())
     # Wait for a scrape after the last request (the counters are still now).
     prom.wait_for(f"sum({SHADOW_COMPARISONS_TOTAL})", lambda v: v == total, timeout=30)

@@ -11,37 +11,35 @@ import numpy as np
 import pytest
 
 from service.artifact import CALIBRATION_FILE, MANIFEST_FILE, MODEL_FILE, ArtifactError, sha256_file
-from service.features import extract_batch, extract_one
+from service.features import FEATURE_VERSION, FeatureBatch, extract
 from service.models import load_model
 from tests.service.conftest import STABLE_VERSION, corrupt_version
 from training.data import generate_transactions
 
 
 @pytest.fixture(scope="module")
-def sample() -> np.ndarray:
+def sample() -> FeatureBatch:
     frame = generate_transactions(500, seed=99)
-    return extract_batch(
-        frame["merchant"].tolist(), frame["memo"].tolist(), frame["amount"].tolist()
-    )
+    return extract(frame["merchant"].tolist(), frame["memo"].tolist(), frame["amount"].tolist())
 
 
 def test_fast_path_probabilities_equal_the_booster_and_calibration_exactly(
-    models_root: Path, sample: np.ndarray
+    models_root: Path, sample: FeatureBatch
 ) -> None:
     model = load_model(models_root, STABLE_VERSION)
     booster = lgb.Booster(model_file=str(models_root / STABLE_VERSION / MODEL_FILE))
-    raw = booster.predict(sample, raw_score=True)
+    raw = booster.predict(sample.dense, raw_score=True)
     expected = model.calibration.apply(raw)
     np.testing.assert_array_equal(model.calibration_input(sample), raw)
     np.testing.assert_array_equal(model.predict_proba(sample), expected)
     # One row at a time takes the single-row API: the same bits.
     for i in range(0, len(sample), 50):
-        np.testing.assert_array_equal(model.predict_proba(sample[i : i + 1]), expected[i : i + 1])
+        np.testing.assert_array_equal(model.predict_proba(sample.take([i])), expected[i : i + 1])
     np.testing.assert_allclose(expected.sum(axis=1), 1.0)
 
 
 def test_a_calibration_fitted_on_probabilities_is_applied_to_probabilities(
-    models_copy: Path, sample: np.ndarray
+    models_copy: Path, sample: FeatureBatch
 ) -> None:
     version_dir = models_copy / STABLE_VERSION
     calibration = json.loads((version_dir / CALIBRATION_FILE).read_text())
@@ -54,7 +52,7 @@ def test_a_calibration_fitted_on_probabilities_is_applied_to_probabilities(
     model = load_model(models_copy, STABLE_VERSION)
     booster = lgb.Booster(model_file=str(version_dir / MODEL_FILE))
     np.testing.assert_array_equal(
-        model.predict_proba(sample), model.calibration.apply(booster.predict(sample))
+        model.predict_proba(sample), model.calibration.apply(booster.predict(sample.dense))
     )
 
 
@@ -62,7 +60,7 @@ def test_a_loaded_model_knows_its_manifest(models_root: Path) -> None:
     model = load_model(models_root, STABLE_VERSION)
     assert model.version == STABLE_VERSION
     assert model.classes == tuple(model.manifest.classes)
-    proba = model.predict_proba(np.array([extract_one("NETFLIX.COM", "", -15.49)]))
+    proba = model.predict_proba(extract(["NETFLIX.COM"], [""], [-15.49]))
     assert model.classes[int(proba.argmax())] == "Entertainment"
 
 
@@ -76,6 +74,8 @@ def _damage(root: Path, how: str) -> str:
     manifest = json.loads((version_dir / MANIFEST_FILE).read_text())
     if how == "features":
         manifest["features"] = list(reversed(manifest["features"]))
+    elif how == "feature-version":
+        manifest["feature_version"] = FEATURE_VERSION - 1
     elif how == "classes":
         manifest["classes"] = manifest["classes"][:-1]
     elif how == "manifest":
@@ -96,6 +96,7 @@ def _damage(root: Path, how: str) -> str:
         ("missing", "not found"),
         ("sha256", "sha256 of model.txt"),
         ("features", "another feature list"),
+        ("feature-version", f"feature code version {FEATURE_VERSION - 1}, serving has"),
         ("classes", "classes"),
         ("manifest", "invalid manifest.json"),
         ("model-file", "LightGBM cannot load"),
@@ -121,7 +122,7 @@ def test_hidden_directories_are_unfinished_publishes_not_versions(models_copy: P
 
 
 def test_compiled_trees_give_lightgbms_probabilities_and_are_cached(
-    models_root: Path, sample: np.ndarray, tmp_path: Path
+    models_root: Path, sample: FeatureBatch, tmp_path: Path
 ) -> None:
     model = load_model(models_root, STABLE_VERSION)
     before = model.predict_proba(sample)
@@ -132,7 +133,7 @@ def test_compiled_trees_give_lightgbms_probabilities_and_are_cached(
     after = model.predict_proba(sample)
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(after.argmax(axis=1), before.argmax(axis=1))
-    one = model.predict_proba(sample[:1])
+    one = model.predict_proba(sample.take([0]))
     np.testing.assert_allclose(one, before[:1], rtol=0, atol=1e-12)
     (cached,) = (tmp_path / "cache").iterdir()  # one entry, no scratch files left
     assert cached.suffix == ".o"
@@ -145,7 +146,7 @@ def test_compiled_trees_give_lightgbms_probabilities_and_are_cached(
 
 
 def test_compiled_trees_that_disagree_never_serve(
-    models_root: Path, sample: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    models_root: Path, sample: FeatureBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import service.models as models  # noqa: PLC0415
 

@@ -13,6 +13,8 @@ from service.features import (
     N_ORIGINAL,
     ORIGINAL_FEATURES,
     TOKEN_FEATURES,
+    FeatureBatch,
+    extract,
     extract_batch,
     extract_one,
     normalise_text,
@@ -168,3 +170,27 @@ def test_token_features_do_not_depend_on_the_process_hash_seed() -> None:
         for seed in ("1", "2")
     }
     assert outputs == {f"{sorted(token_buckets('WHOLEFDS MKT 10233', 'weekly grocery run'))}\n"}
+
+
+def test_a_feature_batch_is_immutable_and_takes_rows_in_the_given_order() -> None:
+    merchants, memos, amounts = (
+        ["UBER *TRIP", "NETFLIX.COM", "SHELL OIL"],
+        ["", "", ""],
+        [-1.0, -2.0, -3.0],
+    )
+    batch = extract(merchants, memos, amounts, [None, "4899", None])
+    assert len(batch) == 3
+    with pytest.raises(ValueError, match="read-only"):
+        batch.dense[0, 0] = 5.0
+    picked = batch.take([2, 0, 2])
+    assert len(picked) == 3
+    np.testing.assert_array_equal(picked.dense, batch.dense[[2, 0, 2]])
+    joined = FeatureBatch.concat([batch.take([1]), picked])
+    np.testing.assert_array_equal(joined.dense, batch.dense[[1, 2, 0, 2]])
+    one = extract(merchants[:1], memos[:1], amounts[:1])
+    np.testing.assert_array_equal(one.dense, batch.dense[:1])
+
+
+def test_extract_refuses_columns_of_different_lengths() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        extract(["a", "b"], ["", ""], [1.0, 2.0], ["5411"])

@@ -20,7 +20,7 @@ from service.artifact import (
     list_versions,
     verify_version,
 )
-from service.features import FEATURE_NAMES
+from service.features import FEATURE_NAMES, FEATURE_VERSION
 from testbed.process import wait_until
 from training.publish import (
     STALE_AFTER_SECONDS,
@@ -50,6 +50,7 @@ def _manifest(version: str, files: dict[str, bytes]) -> Manifest:
         created=datetime(2026, 11, 22, tzinfo=UTC),
         files=build_files_digest(files),
         features=list(FEATURE_NAMES),
+        feature_version=FEATURE_VERSION,
         classes=["a", "b"],
         metrics={"macro_f1": 0.9},
         data_fingerprint="0" * 64,
@@ -146,7 +147,7 @@ import os, time
 from datetime import UTC, datetime
 from pathlib import Path
 from service.artifact import Manifest
-from service.features import FEATURE_NAMES
+from service.features import FEATURE_NAMES, FEATURE_VERSION
 from training.publish import build_files_digest, publish_version
 
 real_rename = os.rename
@@ -158,7 +159,8 @@ os.rename = stall
 files = {{"model.txt": b"tree" * 1000, "calibration.json": b"{{}}"}}
 manifest = Manifest(
     version="v2", created=datetime.now(UTC), files=build_files_digest(files),
-    features=list(FEATURE_NAMES), classes=["a", "b"], data_fingerprint="0" * 64,
+    features=list(FEATURE_NAMES), feature_version=FEATURE_VERSION, classes=["a", "b"],
+    data_fingerprint="0" * 64,
 )
 publish_version(Path({models!r}), files, manifest)
 """
