@@ -267,6 +267,8 @@ cluster_up() {
   export KIND_EXPERIMENTAL_PROVIDER=docker
   if ! "$kind" get clusters 2>/dev/null | grep -qx "$name"; then
     log "kind create cluster --name $name"
+    # A new cluster starts with an empty models volume, as a new claim would.
+    find "$shared/models" -mindepth 1 -delete
     cluster_config "$name" "$shared" >"$cache/kind/$name/config.yaml"
     nice -n 10 "$kind" create cluster --name "$name" --image "$ref" \
       --config "$cache/kind/$name/config.yaml" --retain >&2 \

@@ -6,9 +6,9 @@ hack/images.sh; both install and start what they need (Debian's docker.io, docke
 so the tier needs Linux, a Docker engine or root to install one, and Go.
 
 When it cannot run, every test here is skipped with the reason, printed after
-collection and in pytest's summary (``-ra``). MODELROLLOUT_E2E=0 skips it on purpose;
-MODELROLLOUT_E2E=1 runs it even where a plain ``make test`` would skip it (see
-``budget_reason``). Nothing is probed unless e2e tests remain selected.
+collection and in pytest's summary (``-ra``). It runs in CI (CI=true, as .ci/run sets)
+and when MODELROLLOUT_E2E=1 (``make test-e2e``); a local ``make test`` skips it, and
+MODELROLLOUT_E2E=0 skips it anywhere. Nothing is probed unless e2e tests remain selected.
 """
 
 from __future__ import annotations
@@ -50,10 +50,12 @@ def missing_prerequisite() -> str | None:
     setting = os.environ.get("MODELROLLOUT_E2E", "")
     if setting == "0":
         return "MODELROLLOUT_E2E=0"
-    if setting != "1":
+    if setting != "1" and os.environ.get("CI") != "true":
+        # Five developers share two cores here: a plain local `make test` does not start
+        # a cluster. CI (.ci/run sets CI=true) does, within its budget (see the suite).
         return (
-            "off by default in plain `make test` (`make test-e2e` or MODELROLLOUT_E2E=1 runs it;"
-            " measured here: ~30 min cold, ~15 min with the cluster and images cached)"
+            "off in a local `make test` (`make test-e2e`, MODELROLLOUT_E2E=1 or CI=true runs"
+            " it; measured here: ~30 min cold, ~15 min with the cluster and images cached)"
         )
     if platform.system() != "Linux":
         return "hack/cluster.sh builds the kind node image on Linux only"
