@@ -44,7 +44,29 @@ def test_defaults_render_every_component() -> None:
     assert ("Deployment", "r1-modelrollout-suggest") in names
     assert ("Job", "r1-modelrollout-train-initial") in names
     assert ("PersistentVolumeClaim", "r1-modelrollout-models") in names
-    assert ("ClusterKopfPeering", "r1-modelrollout") in names
+    assert ("Role", "r1-modelrollout-controller-leader-election") in names
+    assert not any(kind.endswith("KopfPeering") for kind, _ in names)
+
+
+def test_controller_replicas_elect_a_leader_on_one_lease_they_alone_may_update() -> None:
+    docs = render("controller.replicas=2")
+    role = next(
+        d
+        for d in by_kind(docs, "Role")
+        if d["metadata"]["name"] == "r1-modelrollout-controller-leader-election"
+    )
+    assert role["metadata"]["namespace"] == "ml"
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+            "resourceNames": ["r1-modelrollout-controller"], "verbs": ["get", "update"]} in (
+        role["rules"]
+    )  # fmt: skip
+    dep = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("controller")
+    )
+    assert dep["spec"]["replicas"] == 2
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert "--leader-election-lease=r1-modelrollout-controller" in container["args"]
+    assert {e["name"] for e in container["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
 
 
 def test_suggest_pods_may_read_only_their_own_serving_configmap() -> None:
@@ -73,15 +95,14 @@ def test_models_volume_is_read_only_in_suggest_pods() -> None:
     assert claim["readOnly"] is True
 
 
-def test_watch_namespaces_switch_to_namespaced_roles_and_peerings() -> None:
+def test_watch_namespaces_switch_to_namespaced_roles() -> None:
     docs = render("controller.watchNamespaces={team-a,team-b}")
     roles = [
         d for d in by_kind(docs, "Role") if d["metadata"]["name"] == "r1-modelrollout-controller"
-    ]
+    ]  # the leader-election Role is separate, in the release namespace
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     cluster_role = by_kind(docs, "ClusterRole")[0]
     assert not any("modelrollouts" in r["resources"] for r in cluster_role["rules"])
-    assert len(by_kind(docs, "KopfPeering")) == 2
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args
     assert "--all-namespaces" not in args
@@ -139,7 +160,8 @@ def test_the_charts_arguments_are_accepted_by_the_programs_it_runs(sets: tuple[s
     docs = render("training.schedule=0 3 * * *", *sets)
     controller = parse_args(_container_args(docs, "Deployment", "r1-modelrollout-controller"))
     assert controller.webhook_token_file is not None
-    assert controller.peering == "r1-modelrollout"
+    assert controller.leader_election_lease == "r1-modelrollout-controller"
+    assert not controller.standalone
     if sets and sets[0].startswith("controller.watchNamespaces"):
         assert controller.namespace == ["ml", "ops"]
     else:
