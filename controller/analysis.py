@@ -13,9 +13,12 @@ Rules, in this order of strength:
 
 The error rate divides by at least ``minSamples`` evaluations: 1 error in 50 evaluations
 is 1/100 = 0.01, not above the default 0.01 (no rollback on one unlucky call); 2 in 50
-is 0.02 and fails at once. The relative latency bound needs a stable model and at least
-``minLatencySamples`` candidate evaluations in the window; without them it is not judged
-(the absolute bound, when set, still is).
+is 0.02 and fails at once.
+
+The relative latency bound compares evaluations that answered users (the ``served``
+path) of candidate and stable, so it needs a stable model and at least
+``minLatencySamples`` served candidate evaluations in the window (canary); without them it
+is not judged (the absolute bound, when set, still is, over every evaluation).
 - **pass** otherwise.
 
 Feedback is judged only when the candidate has at least ``minFeedbackSamples`` answers
@@ -122,18 +125,19 @@ def _judge_figures(
             short.append("no latency data for the candidate")
         elif q > bound:
             failed.append(f"{name} {q:.4f}s > {bound:.4f}s")
+    served_q = figures.served_latency_seconds
     stable_q = figures.stable_latency_seconds
     if (
         th.max_latency_ratio is not None
-        and q is not None
+        and served_q is not None
         and stable_q is not None
-        and (figures.evaluations or 0.0) >= th.min_latency_samples
+        and (figures.served_evaluations or 0.0) >= th.min_latency_samples
     ):
         limit = th.max_latency_ratio * stable_q + th.latency_allowance_seconds
-        if q > limit:
+        if served_q > limit:
             failed.append(
-                f"{name} {q:.4f}s > {th.max_latency_ratio:g}x stable's {stable_q:.4f}s "
-                f"+ {th.latency_allowance_seconds:g}s"
+                f"{name} {served_q:.4f}s serving > {th.max_latency_ratio:g}x stable's "
+                f"{stable_q:.4f}s + {th.latency_allowance_seconds:g}s"
             )
 
     if th.max_error_rate is not None:

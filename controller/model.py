@@ -161,9 +161,10 @@ class Thresholds(_Camel):
     max_latency_p95_seconds: float | None = Field(default=None, gt=0.0)
     """Older name of ``max_latency_seconds`` (used when that is unset)."""
     max_latency_ratio: float | None = Field(default=1.5, ge=1.0)
-    """Bound relative to stable: the candidate's latency at ``latency_quantile`` must not
-    exceed ``max_latency_ratio`` x stable's in the same window + ``latency_allowance_seconds``
-    (judged with a stable model and ``min_latency_samples`` candidate evaluations)."""
+    """Bound relative to stable: the candidate's latency at ``latency_quantile`` when it
+    answers users must not exceed ``max_latency_ratio`` x stable's in the same window +
+    ``latency_allowance_seconds`` (judged with a stable model and ``min_latency_samples``
+    served candidate evaluations, so in canary)."""
     latency_allowance_seconds: float = Field(default=0.002, ge=0.0)
     min_latency_samples: int = Field(default=20, ge=1)
     max_error_rate: float | None = Field(default=0.01, ge=0.0, le=1.0)
@@ -316,7 +317,12 @@ class Figures(_Camel):
     latency_quantile: float | None = None
     """The quantile that ``latency_seconds`` and ``stable_latency_seconds`` are."""
     latency_seconds: float | None = None
+    """The candidate's, over every evaluation (shadow groups included: an upper bound)."""
+    served_latency_seconds: float | None = None
+    """The candidate's, over evaluations that answered users (canary)."""
+    served_evaluations: float | None = None
     stable_latency_seconds: float | None = None
+    """Stable's, over evaluations that answered users, in the same window."""
     errors: float | None = None
     error_rate: float | None = None
     evaluations: float | None = None
@@ -344,7 +350,7 @@ class Figures(_Camel):
         decisions use the unrounded figures."""
         return None if value is None else round(value, 4)
 
-    @field_serializer("latency_seconds", "stable_latency_seconds")
+    @field_serializer("latency_seconds", "served_latency_seconds", "stable_latency_seconds")
     def _seconds(self, value: float | None) -> float | None:
         return None if value is None else round(value, 6)
 

@@ -16,7 +16,10 @@ same Prometheus never feeds this one's analysis:
   or served a canary answer with the stable version as its shadow (``baseline="candidate"``,
   ``baseline_version="<candidate>"``, ``shadow_version="<stable>"``);
 - the candidate's latency, evaluations and errors by ``role="candidate"`` and its
-  version; stable's latency (the relative bound) by ``role="stable"`` and its version;
+  version (every path: a shadow group's time bounds one request's from above); for the
+  bound relative to stable, the candidate's and stable's latency on the ``served`` path
+  only (a shadow evaluation covers many requests' rows, so it is no match for a served
+  one);
 - feedback on answers served by the candidate's version vs by the stable version.
 
 Pure: strings in, strings out.
@@ -38,6 +41,7 @@ from service.metric_names import (
     NO_VERSION,
     SHADOW_COMPARISONS_TOTAL,
     TARGET_LABEL,
+    EvaluationPath,
     FeedbackOutcome,
     Source,
 )
@@ -126,8 +130,8 @@ def _agreeing_or_zero(scope: Scope) -> str:
     return f"({_comparisons(scope, agree='true')} or ({_comparisons(scope)} * 0))"
 
 
-def _quantile(scope: Scope, role: Source, version: str) -> str:
-    selector = matchers(scope.base(), role=role.value, model_version=version)
+def _quantile(scope: Scope, role: Source, version: str, **extra: str) -> str:
+    selector = matchers(scope.base(), role=role.value, model_version=version, **extra)
     return (
         f"histogram_quantile({scope.quantile:g}, sum by (le) "
         f"(rate({INFERENCE_SECONDS}_bucket{selector}[{scope.window}])))"
@@ -159,7 +163,16 @@ def figure_exprs(scope: Scope) -> dict[str, str]:
         "feedback": f"sum by (served_by, outcome) ({feedback})",
     }
     if scope.stable is not None:
-        exprs["stable_latency"] = _quantile(scope, Source.STABLE, scope.stable)
+        # Like with like for the relative bound: evaluations that answered users.
+        served = EvaluationPath.SERVED.value
+        exprs["served_latency"] = _quantile(scope, Source.CANDIDATE, scope.candidate, path=served)
+        served_selector = matchers(
+            base, role=Source.CANDIDATE.value, model_version=scope.candidate, path=served
+        )
+        exprs["served_evaluations"] = (
+            f"sum(increase({INFERENCE_SECONDS}_count{served_selector}[{w}]))"
+        )
+        exprs["stable_latency"] = _quantile(scope, Source.STABLE, scope.stable, path=served)
     return exprs
 
 
@@ -239,7 +252,7 @@ def parse_analysis(
         if value is None:
             continue
         if math.isinf(value):
-            if metric.get(FIGURE_LABEL) not in ("latency", "stable_latency"):
+            if metric.get(FIGURE_LABEL) not in ("latency", "served_latency", "stable_latency"):
                 continue
             # Beyond the last bucket: its bound is what is known (a lower bound), and a
             # finite number keeps the status JSON valid.
@@ -294,6 +307,8 @@ def parse_analysis(
         clear_category_bound=clear[3] if clear else None,
         latency_quantile=quantile if "latency" in single else None,
         latency_seconds=single.get("latency"),
+        served_latency_seconds=single.get("served_latency"),
+        served_evaluations=single.get("served_evaluations"),
         stable_latency_seconds=single.get("stable_latency"),
         errors=errors if errors is not None or evaluations is None else 0.0,
         error_rate=error_rate,

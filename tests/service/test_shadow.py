@@ -63,12 +63,12 @@ def test_small_requests_shadows_wait_and_reading_the_metrics_counts_them(
         assert served.suggest(txn)["suggestions"][0]["served_by"] == "stable"
     assert queue.pending_rows == 5
     assert queue.evaluations == 0
-    candidate = {"role": "candidate", "model_version": CANDIDATE_VERSION}
+    candidate = {"role": "candidate", "model_version": CANDIDATE_VERSION, "path": "shadow"}
     assert served.metric(f"{names.INFERENCE_SECONDS}_count", **candidate) == 1  # one group
     assert queue.pending_rows == 0
     assert queue.evaluations == 1
     assert sum(samples(served, names.SHADOW_COMPARISONS_TOTAL).values()) == 5
-    stable = {"role": "stable", "model_version": STABLE_VERSION}
+    stable = {"role": "stable", "model_version": STABLE_VERSION, "path": "served"}
     assert served.metric(f"{names.INFERENCE_SECONDS}_count", **stable) == 5
 
 

@@ -18,7 +18,11 @@ pytestmark = pytest.mark.unit
 
 P, F, INC = AnalysisOutcome.PASS, AnalysisOutcome.FAIL, AnalysisOutcome.INCONCLUSIVE
 GOOD: dict[str, Any] = {"samples": 500, "agreement": 0.95, "evaluations": 500, "errors": 0}
-LATENCY: dict[str, Any] = {"latency_seconds": 0.0004, "stable_latency_seconds": 0.0003}
+LATENCY: dict[str, Any] = {
+    "served_latency_seconds": 0.0004,
+    "served_evaluations": 100,
+    "stable_latency_seconds": 0.0003,
+}
 
 
 def spec(**thresholds: Any) -> AnalysisSpec:
@@ -132,35 +136,42 @@ def spec(**thresholds: Any) -> AnalysisSpec:
         # The relative bound, on by default: 1.5x stable + 2 ms in the same window.
         pytest.param({**GOOD, **LATENCY}, spec(), P, None, id="latency-like-stable"),
         pytest.param(
-            {**GOOD, "latency_seconds": 0.0024, "stable_latency_seconds": 0.0003},
+            {**GOOD, **LATENCY, "served_latency_seconds": 0.0024},
             spec(),
             P,
             None,
             id="latency-within-the-allowance",
         ),
         pytest.param(
-            {**GOOD, "latency_seconds": 0.04, "stable_latency_seconds": 0.0003},
+            {**GOOD, **LATENCY, "served_latency_seconds": 0.04},
             spec(),
             F,
-            "p95 latency 0.0400s > 1.5x stable's 0.0003s + 0.002s",
+            "p95 latency 0.0400s serving > 1.5x stable's 0.0003s + 0.002s",
             id="latency-relative-to-stable",
         ),
         pytest.param(
-            {**GOOD, "latency_seconds": 0.04, "stable_latency_seconds": 0.0003},
+            {**GOOD, **LATENCY, "served_latency_seconds": 0.04},
             spec(maxLatencyRatio=None),
             P,
             None,
             id="latency-relative-off",
         ),
         pytest.param(
-            {**GOOD, "latency_seconds": 0.04, "stable_latency_seconds": 0.0003, "evaluations": 5},
+            {**GOOD, "latency_seconds": 0.04, "stable_latency_seconds": 0.0003},
+            spec(),
+            P,
+            None,
+            id="latency-relative-compares-served-evaluations-only",
+        ),
+        pytest.param(
+            {**GOOD, **LATENCY, "served_latency_seconds": 0.04, "served_evaluations": 5},
             spec(),
             P,
             None,
             id="latency-relative-needs-min-latency-samples",
         ),
         pytest.param(
-            {**GOOD, "latency_seconds": 0.04, "stable_latency_seconds": None},
+            {**GOOD, **LATENCY, "served_latency_seconds": 0.04, "stable_latency_seconds": None},
             spec(),
             P,
             None,

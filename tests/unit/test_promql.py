@@ -40,7 +40,12 @@ def test_every_figure_is_scoped_to_the_target_the_versions_and_the_selector() ->
         )
     for name in ("latency", "evaluations", "errors"):
         assert 'model_version="v2",namespace="prod",role="candidate"' in exprs[name]
-    assert 'model_version="v1",namespace="prod",role="stable"' in exprs["stable_latency"]
+    assert (
+        'model_version="v1",namespace="prod",path="served",role="stable"'
+        in (exprs["stable_latency"])
+    )
+    for name in ("served_latency", "served_evaluations"):
+        assert 'model_version="v2",namespace="prod",path="served",role="candidate"' in (exprs[name])
     assert 'model_version="v1",namespace="prod",served_by="stable"' in exprs["feedback"]
 
 
@@ -131,6 +136,8 @@ def test_parse_reads_every_figure() -> None:
             _sample("3", figure="category_samples", category="gym"),
             _sample("0.004", figure="latency"),
             _sample("0.003", figure="stable_latency"),
+            _sample("0.0035", figure="served_latency"),
+            _sample("400", figure="served_evaluations"),
             _sample("1000", figure="evaluations"),
             _sample("5", figure="errors"),
             _sample("40", figure="feedback", served_by="candidate", outcome="accepted"),
@@ -148,6 +155,7 @@ def test_parse_reads_every_figure() -> None:
     assert f.clear_category_bound == pytest.approx(wilson_upper(0.10, 3))
     assert f.clear_category_bound > 0.7
     assert (f.latency_seconds, f.stable_latency_seconds) == (0.004, 0.003)
+    assert (f.served_latency_seconds, f.served_evaluations) == (0.0035, 400)
     assert f.latency_quantile == 0.95
     assert (f.errors, f.evaluations) == (5, 1000)
     assert f.error_rate == pytest.approx(0.005)
