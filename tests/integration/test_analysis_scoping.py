@@ -17,8 +17,8 @@ service/faults.py), so the same version is good on one target and bad on another
 
 Thresholds are the defaults; timings are the test bed's (analysis every 1 s over 5 s,
 ``minSamples`` 30, two shadow passes, canary steps 10 and 50 of 1 s). Each test prints
-(in the run's "test bed" summary) the time from the rollout's start, when the bad model
-first runs, to the rollback.
+(``pytest -rP``) the time from the rollout's start, when the bad model first runs, to the
+rollback (or to the promotion of the good one).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from service.serving_config import ServingConfig
 from testbed.controlplane import ControlPlane
 from testbed.prometheus import Prometheus, ScrapeTarget
 from testbed.stack import CRD, Cluster, ControllerProcess, Load, ServiceProcess, rollout_body
-from tests.integration.conftest import _figures
 
 WRONG_IN_THREE = {"relabel": {"Dining": "Shopping", "Groceries": "Shopping", "Transfers": "Rent"}}
 
@@ -151,6 +150,11 @@ def _seconds_to(st: dict[str, Any], to: str) -> float:
     return (times[to] - started).total_seconds()
 
 
+def _report(name: str, seconds: float) -> None:
+    """A figure of the run (shown with ``pytest -rP``)."""
+    print(f"figure: {name} = {seconds:.1f}")
+
+
 def _history(st: dict[str, Any]) -> str:
     return json.dumps(st.get("history"), indent=1)
 
@@ -170,8 +174,8 @@ def test_two_rollouts_on_two_targets_in_one_namespace_do_not_mix(start_stack: St
     assert stack.clusters["beta"].serving() is not None
     assert stack.clusters["beta"].serving().candidate is None  # type: ignore[union-attr]
     assert stack.load.errors == 0, stack.load.error_samples
-    _figures["scoping: bad target start -> RolledBack, s"] = _seconds_to(beta, "RolledBack")
-    _figures["scoping: good target start -> Succeeded, s"] = _seconds_to(alpha, "Succeeded")
+    _report("scoping: bad target start -> RolledBack, s", _seconds_to(beta, "RolledBack"))
+    _report("scoping: good target start -> Succeeded, s", _seconds_to(alpha, "Succeeded"))
 
 
 def test_a_candidate_wrong_in_one_category_only_is_rolled_back_with_the_default_spec(
@@ -187,7 +191,7 @@ def test_a_candidate_wrong_in_one_category_only_is_rolled_back_with_the_default_
     # Overall agreement alone would have passed: only the category gate saw it.
     assert figures["agreement"] >= 0.9, figures
     assert "agreement 0." not in st["message"].split("category")[0], st["message"]
-    _figures["one category: start -> RolledBack, s"] = _seconds_to(st, "RolledBack")
+    _report("one category: start -> RolledBack, s", _seconds_to(st, "RolledBack"))
 
 
 @pytest.mark.parametrize(
@@ -212,4 +216,4 @@ def test_a_candidate_slow_only_in_its_tail_is_rolled_back_with_the_default_spec(
     assert "agreement" not in st["message"], st["message"]  # a good model, slow in its tail
     figures = st["lastAnalysis"]["figures"]
     assert figures["servedLatencySeconds"] > 1.5 * figures["stableLatencySeconds"] + 0.002
-    _figures[f"tail slow ({name}): start -> RolledBack, s"] = _seconds_to(st, "RolledBack")
+    _report(f"tail slow ({name}): start -> RolledBack, s", _seconds_to(st, "RolledBack"))
