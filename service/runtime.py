@@ -75,6 +75,8 @@ class SuggestionService:
             self.events,
             faults=settings.fault_plan(),
             shadow_batch_rows=settings.shadow_batch_rows,
+            shadow_cpu_share=settings.shadow_cpu_share,
+            shadow_max_rows=settings.shadow_queue_rows,
         )
         self.coalescer: Coalescer[ServingState] = Coalescer(
             self.suggest, max_rows=settings.inline_rows
@@ -121,6 +123,7 @@ class SuggestionService:
         )
 
     def stop(self) -> None:
+        self.suggester.shadow.stop()
         self.source.stop()
         if self.reporter is not None:
             self.reporter.stop()

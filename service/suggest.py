@@ -3,8 +3,8 @@
 For each transaction the :class:`~service.routing.Router` of the current state says who
 serves and which model runs in its shadow. Each model is then evaluated once for all rows
 that need it (served or shadowed), rules only for the rows that need them; a shadow model
-that serves none of the rows of a small batch is evaluated later instead, together with
-other requests' rows (:mod:`service.shadow`). Then, per row:
+that serves none of the rows is evaluated later instead, off the request path, on the
+shadow's worker thread within its budget (:mod:`service.shadow`). Then, per row:
 
 - a model that raised serves nobody: its rows are answered by rules (fallback
   ``model_error``, and ``modelrollout_model_errors_total``);
@@ -40,7 +40,7 @@ from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.routing import Route
 from service.rules import RuleEngine, RulesAnswer
-from service.shadow import ShadowQueue, ShadowRows, reference
+from service.shadow import DEFAULT_CPU_SHARE, DEFAULT_MAX_ROWS, ShadowQueue, ShadowRows, reference
 from service.state import MODEL_ROLES, ServingState
 
 Answer = dict[str, Any]
@@ -82,7 +82,9 @@ class Suggester:
         events: EventCodec,
         *,
         faults: Mapping[str, Fault] | None = None,
-        shadow_batch_rows: int = 1,
+        shadow_batch_rows: int = 32,
+        shadow_cpu_share: float = DEFAULT_CPU_SHARE,
+        shadow_max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
         self.rules = rules
         self.metrics = metrics
@@ -94,8 +96,9 @@ class Suggester:
             rules,
             metrics,
             batch_rows=shadow_batch_rows,
+            cpu_share=shadow_cpu_share,
+            max_rows=shadow_max_rows,
         )
-        metrics.before_collect(self.shadow.flush)
 
     def suggest(self, state: ServingState, batch: Batch) -> list[Answer]:
         """Answers for ``batch``, in input order, under one serving state."""
@@ -258,8 +261,8 @@ class Suggester:
         self, state: ServingState, batch: Batch, routes: Sequence[Route], top_k: int
     ) -> _Runs:
         """Evaluate each model once over the rows it serves or shadows now; note those that
-        raised, and the shadow roles whose rows go to the :class:`ShadowQueue` instead (when
-        the model serves none of the rows and they are fewer than the queue's ``batch_rows``)."""
+        raised, and the shadow roles whose rows go to the :class:`ShadowQueue` instead (every
+        model that serves none of the rows: nobody waits for a pure shadow)."""
         rows_of: dict[Source, list[int]] = {}
         shadow_rows_of: dict[Source, list[int]] = {}
         for row, route in enumerate(routes):
@@ -268,15 +271,11 @@ class Suggester:
             if route.shadow is not None:
                 shadow_rows_of.setdefault(route.shadow, []).append(row)
         out = _Runs()
-        shadow_only: set[Source] = set()
         for role, shadowed in shadow_rows_of.items():
             if role in rows_of:  # evaluated anyway: a few more rows cost little
                 rows_of[role] = sorted(set(rows_of[role]).union(shadowed))
-            elif len(shadowed) < self.shadow.batch_rows:
-                out.deferred.add(role)
             else:
-                rows_of[role] = shadowed
-                shadow_only.add(role)
+                out.deferred.add(role)
         featurised = list(rows_of.values()) + [shadow_rows_of[role] for role in out.deferred]
         if not featurised:
             return out
@@ -293,8 +292,7 @@ class Suggester:
                 continue
             model = state.models[role]
             x = features if rows == needed else features.take([out.feature_row[r] for r in rows])
-            path = EvaluationPath.SHADOW if role in shadow_only else EvaluationPath.SERVED
-            proba = self._evaluate(role, model, x, path)
+            proba = self._evaluate(role, model, x)  # rows served here: path "served"
             if proba is None:
                 out.failed.add(role)
                 continue

@@ -203,6 +203,7 @@ def test_metrics_expose_the_contract(serve: ServeFactory) -> None:
         )
     )
     served.suggest(*(transaction(f"t{i}") for i in range(10)))
+    served.settle()  # the shadow is compared on its worker thread, after the answer
     response = served.client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
