@@ -7,7 +7,7 @@ the few a pod has configured, categories are the models' classes or the rules' c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,22 +31,6 @@ def _counter_name(exposed: str) -> str:
     return exposed.removesuffix("_total")
 
 
-class _BeforeCollect(Collector):
-    """Yields no metric; runs hooks when the registry is collected (registered first, so
-    the hooks' counts are in the same collection)."""
-
-    def __init__(self) -> None:
-        self.hooks: list[Callable[[], object]] = []
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        for hook in self.hooks:
-            hook()
-        return iter(())
-
-
 class ServiceMetrics:
     """The metric contract, bound to one registry."""
 
@@ -55,8 +39,6 @@ class ServiceMetrics:
         self.target = target
         """Added as ``target="<target>"`` to every exposed series (empty: not added)."""
         r = self.registry
-        self._before_collect = _BeforeCollect()
-        r.register(self._before_collect)
         self.predictions = Counter(
             _counter_name(names.PREDICTIONS_TOTAL),
             "Answers returned, by who served them.",
@@ -70,11 +52,18 @@ class ServiceMetrics:
             ["baseline", "baseline_version", "shadow_version", "category", "agree"],
             registry=r,
         )
+        self.shadow_shed = Counter(
+            _counter_name(names.SHADOW_SHED_TOTAL),
+            "Shadow rows not compared because the shadow's CPU share or queue could not take "
+            "them (reason cpu_budget, queue_full, stopped); the controller sees fewer samples.",
+            ["reason", "shadow_version"],
+            registry=r,
+        )
         self.inference_seconds = Histogram(
             names.INFERENCE_SECONDS,
             "Time of one model or rules evaluation (one request, the requests answered "
             "together, or a group of shadow rows).",
-            ["role", "model_version"],
+            ["role", "model_version", "path"],
             buckets=names.INFERENCE_BUCKETS,
             registry=r,
         )
@@ -162,11 +151,6 @@ class ServiceMetrics:
         for role, version in versions:
             self.predictions.labels(role.value, version)
             self.model_errors.labels(role.value, version)
-
-    def before_collect(self, hook: Callable[[], object]) -> None:
-        """Run ``hook`` at the start of every collection of the registry (a scrape,
-        ``GET /metrics``, ``get_sample_value``): work it finishes is counted in that read."""
-        self._before_collect.hooks.append(hook)
 
     def exposition(self) -> bytes:
         """The text format for ``GET /metrics``; every series carries the ``target`` label

@@ -3,8 +3,8 @@
 For each transaction the :class:`~service.routing.Router` of the current state says who
 serves and which model runs in its shadow. Each model is then evaluated once for all rows
 that need it (served or shadowed), rules only for the rows that need them; a shadow model
-that serves none of the rows of a small batch is evaluated later instead, together with
-other requests' rows (:mod:`service.shadow`). Then, per row:
+that serves none of the rows is evaluated later instead, off the request path, on the
+shadow's worker thread within its budget (:mod:`service.shadow`). Then, per row:
 
 - a model that raised serves nobody: its rows are answered by rules (fallback
   ``model_error``, and ``modelrollout_model_errors_total``);
@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,12 +35,12 @@ import numpy.typing as npt
 from service.events import EventCodec
 from service.faults import Fault
 from service.features import FeatureBatch, extract
-from service.metric_names import NO_VERSION, FallbackReason, Source
+from service.metric_names import NO_VERSION, EvaluationPath, FallbackReason, Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.routing import Route
 from service.rules import RuleEngine, RulesAnswer
-from service.shadow import ShadowQueue, ShadowRows, reference
+from service.shadow import DEFAULT_CPU_SHARE, DEFAULT_MAX_ROWS, ShadowQueue, ShadowRows, reference
 from service.state import MODEL_ROLES, ServingState
 
 Answer = dict[str, Any]
@@ -81,15 +82,23 @@ class Suggester:
         events: EventCodec,
         *,
         faults: Mapping[str, Fault] | None = None,
-        shadow_batch_rows: int = 1,
+        shadow_batch_rows: int = 32,
+        shadow_cpu_share: float = DEFAULT_CPU_SHARE,
+        shadow_max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
         self.rules = rules
         self.metrics = metrics
         self.events = events
         # Rollback drills (MODELROLLOUT_FAULTS): a version made slow or wrong on purpose.
         self.faults = dict(faults or {})
-        self.shadow = ShadowQueue(self._evaluate, rules, metrics, batch_rows=shadow_batch_rows)
-        metrics.before_collect(self.shadow.flush)
+        self.shadow = ShadowQueue(
+            partial(self._evaluate, path=EvaluationPath.SHADOW),
+            rules,
+            metrics,
+            batch_rows=shadow_batch_rows,
+            cpu_share=shadow_cpu_share,
+            max_rows=shadow_max_rows,
+        )
 
     def suggest(self, state: ServingState, batch: Batch) -> list[Answer]:
         """Answers for ``batch``, in input order, under one serving state."""
@@ -191,7 +200,9 @@ class Suggester:
 
         m = self.metrics
         if rules_cache:
-            m.inference_seconds.labels(Source.RULES.value, NO_VERSION).observe(rules_seconds)
+            m.inference_seconds.labels(
+                Source.RULES.value, NO_VERSION, EvaluationPath.SERVED.value
+            ).observe(rules_seconds)
         for (served_by, ver), count in served_counts.items():
             m.predictions.labels(served_by, ver).inc(count)
         for reason, count in fallback_counts.items():
@@ -220,10 +231,15 @@ class Suggester:
         return answers
 
     def _evaluate(
-        self, role: Source, model: LoadedModel, x: FeatureBatch
+        self,
+        role: Source,
+        model: LoadedModel,
+        x: FeatureBatch,
+        path: EvaluationPath = EvaluationPath.SERVED,
     ) -> npt.NDArray[np.float64] | None:
         """The model's probabilities for ``x``, or None if it raised or answered nonsense
-        (counted in ``model_errors``); the time is observed either way."""
+        (counted in ``model_errors``); the time is observed either way, under ``path``
+        (``served``: some of the rows are answered with it; ``shadow``: none are)."""
         started = time.perf_counter()
         try:
             proba = model.predict_proba(x)
@@ -236,7 +252,7 @@ class Suggester:
             self.metrics.model_errors.labels(role.value, model.version).inc()
             return None
         finally:
-            self.metrics.inference_seconds.labels(role.value, model.version).observe(
+            self.metrics.inference_seconds.labels(role.value, model.version, path.value).observe(
                 time.perf_counter() - started
             )
         return proba
@@ -245,8 +261,8 @@ class Suggester:
         self, state: ServingState, batch: Batch, routes: Sequence[Route], top_k: int
     ) -> _Runs:
         """Evaluate each model once over the rows it serves or shadows now; note those that
-        raised, and the shadow roles whose rows go to the :class:`ShadowQueue` instead (when
-        the model serves none of the rows and they are fewer than the queue's ``batch_rows``)."""
+        raised, and the shadow roles whose rows go to the :class:`ShadowQueue` instead (every
+        model that serves none of the rows: nobody waits for a pure shadow)."""
         rows_of: dict[Source, list[int]] = {}
         shadow_rows_of: dict[Source, list[int]] = {}
         for row, route in enumerate(routes):
@@ -258,10 +274,8 @@ class Suggester:
         for role, shadowed in shadow_rows_of.items():
             if role in rows_of:  # evaluated anyway: a few more rows cost little
                 rows_of[role] = sorted(set(rows_of[role]).union(shadowed))
-            elif len(shadowed) < self.shadow.batch_rows:
-                out.deferred.add(role)
             else:
-                rows_of[role] = shadowed
+                out.deferred.add(role)
         featurised = list(rows_of.values()) + [shadow_rows_of[role] for role in out.deferred]
         if not featurised:
             return out
@@ -278,7 +292,7 @@ class Suggester:
                 continue
             model = state.models[role]
             x = features if rows == needed else features.take([out.feature_row[r] for r in rows])
-            proba = self._evaluate(role, model, x)
+            proba = self._evaluate(role, model, x)  # rows served here: path "served"
             if proba is None:
                 out.failed.add(role)
                 continue
