@@ -211,7 +211,7 @@ def request_buckets(metrics: str) -> dict[float, float]:
     """``modelrollout_suggestion_request_seconds`` cumulative bucket counts by upper bound."""
     buckets = {}
     for m in re.finditer(
-        r'^modelrollout_suggestion_request_seconds_bucket\{le="([^"]+)"\} (\S+)$',
+        r'^modelrollout_suggestion_request_seconds_bucket\{(?:[^}]*,)?le="([^"]+)"[^}]*\} (\S+)$',
         metrics,
         re.MULTILINE,
     ):
