@@ -17,8 +17,11 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
 - ``modelrollout_shadow_shed_total`` (counter; reason, shadow_version): shadow rows not
   compared because the shadow's budget could not take them (:class:`ShedReason`); the
   controller sees fewer comparisons, never a false agreement
-- ``modelrollout_inference_seconds`` (histogram; role, model_version):
-  time of one model or rules evaluation of one request (or of the small requests
+- ``modelrollout_inference_seconds`` (histogram; role, model_version, path):
+  time of one model or rules evaluation; ``path`` is ``served`` when some of its rows were
+  answered with it, ``shadow`` when none were (like is compared with like: the controller
+  judges a candidate's latency relative to stable's on the ``served`` path only).
+  One evaluation is that of one request (or of the small requests
   answered together, :mod:`service.coalesce`; a shadow model's rows of small requests are
   evaluated in groups on a worker thread, :mod:`service.shadow`)
 - ``modelrollout_suggestion_request_seconds`` (histogram; no labels): server-side time of
@@ -66,6 +69,13 @@ class Source(StrEnum):
     STABLE = "stable"
     CANDIDATE = "candidate"
     RULES = "rules"
+
+
+class EvaluationPath(StrEnum):
+    """Whether an evaluation answered some of its rows (served) or none (shadow)."""
+
+    SERVED = "served"
+    SHADOW = "shadow"
 
 
 class FallbackReason(StrEnum):

@@ -63,7 +63,7 @@ class ServiceMetrics:
             names.INFERENCE_SECONDS,
             "Time of one model or rules evaluation (one request, the requests answered "
             "together, or a group of shadow rows).",
-            ["role", "model_version"],
+            ["role", "model_version", "path"],
             buckets=names.INFERENCE_BUCKETS,
             registry=r,
         )

@@ -61,7 +61,7 @@ class SuggestionService:
         self.metrics = ServiceMetrics(target=settings.target)
         self.rules = rules or RuleEngine.default()
         key = settings.event_key.get_secret_value().encode() if settings.event_key else None
-        self.events = EventCodec(key)
+        self.events = EventCodec(key, ttl_seconds=settings.event_ttl_seconds)
         self.store = ServingStateStore(
             settings.effective_models_root(),
             self.metrics,
@@ -152,8 +152,9 @@ class SuggestionService:
         return self.suggest(batch)
 
     def feedback(self, event_id: str, accepted_label: str) -> FeedbackResult:
-        """Count feedback on the answer ``event_id`` names; ``EventIdError`` if it names none."""
-        event = self.events.decode(event_id)
+        """Count feedback on the answer ``event_id`` names: ``EventIdError`` if it names none
+        (or expired), ``DuplicateEventError`` if this pod counted it already."""
+        event = self.events.redeem(event_id)
         version = event.model_version
         if version != NO_VERSION and version not in self.store.known_versions:
             version = OTHER_VERSION

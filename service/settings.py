@@ -13,7 +13,10 @@ MODELROLLOUT_CONFIG_FILE         a JSON or YAML ServingConfig, re-read when it c
 MODELROLLOUT_CONFIG_SOURCE       ``auto`` (default), ``kube``, ``file`` or ``env``
 POD_NAME                         this pod's name, for its Lease (default: the host name)
 KUBECONFIG                       kubeconfig path when not running in a cluster
-MODELROLLOUT_EVENT_KEY           shared secret signing event ids (optional)
+MODELROLLOUT_EVENT_KEY           shared secret signing event ids (the chart generates
+                                 one into a Secret; unset: ids are trusted unsigned)
+MODELROLLOUT_EVENT_TTL_SECONDS   feedback on an id older than this is refused (default
+                                 3600; service/events.py)
 MODELROLLOUT_PREDICT_THREADS     LightGBM threads per prediction (default 1)
 MODELROLLOUT_INLINE_ROWS         requests up to this many rows are answered on the event
                                  loop; larger ones on a worker thread (default 64)
@@ -119,6 +122,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MODELROLLOUT_KUBECONFIG", "KUBECONFIG", "kubeconfig"),
     )
     event_key: SecretStr | None = None
+    event_ttl_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="event ids expire this long after the answer (service/events.py)",
+    )
     predict_threads: int = Field(default=1, ge=1, le=64)
     inline_rows: int = Field(default=64, ge=1)
     coalesce: bool = Field(

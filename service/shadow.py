@@ -52,7 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.features import FeatureBatch
-from service.metric_names import NO_VERSION, ShedReason, Source
+from service.metric_names import NO_VERSION, EvaluationPath, ShedReason, Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.rules import RuleEngine
@@ -323,7 +323,9 @@ class ShadowQueue:
                 i += 1
         m = self._metrics
         if rules_seconds:
-            m.inference_seconds.labels(Source.RULES.value, NO_VERSION).observe(rules_seconds)
+            m.inference_seconds.labels(
+                Source.RULES.value, NO_VERSION, EvaluationPath.SHADOW.value
+            ).observe(rules_seconds)
         for (baseline, baseline_version, category, agree), count in comparisons.items():
             m.shadow_comparisons.labels(baseline, baseline_version, version, category, agree).inc(
                 count

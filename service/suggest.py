@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ import numpy.typing as npt
 from service.events import EventCodec
 from service.faults import Fault
 from service.features import FeatureBatch, extract
-from service.metric_names import NO_VERSION, FallbackReason, Source
+from service.metric_names import NO_VERSION, EvaluationPath, FallbackReason, Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.routing import Route
@@ -91,7 +92,7 @@ class Suggester:
         # Rollback drills (MODELROLLOUT_FAULTS): a version made slow or wrong on purpose.
         self.faults = dict(faults or {})
         self.shadow = ShadowQueue(
-            self._evaluate,
+            partial(self._evaluate, path=EvaluationPath.SHADOW),
             rules,
             metrics,
             batch_rows=shadow_batch_rows,
@@ -199,7 +200,9 @@ class Suggester:
 
         m = self.metrics
         if rules_cache:
-            m.inference_seconds.labels(Source.RULES.value, NO_VERSION).observe(rules_seconds)
+            m.inference_seconds.labels(
+                Source.RULES.value, NO_VERSION, EvaluationPath.SERVED.value
+            ).observe(rules_seconds)
         for (served_by, ver), count in served_counts.items():
             m.predictions.labels(served_by, ver).inc(count)
         for reason, count in fallback_counts.items():
@@ -228,10 +231,15 @@ class Suggester:
         return answers
 
     def _evaluate(
-        self, role: Source, model: LoadedModel, x: FeatureBatch
+        self,
+        role: Source,
+        model: LoadedModel,
+        x: FeatureBatch,
+        path: EvaluationPath = EvaluationPath.SERVED,
     ) -> npt.NDArray[np.float64] | None:
         """The model's probabilities for ``x``, or None if it raised or answered nonsense
-        (counted in ``model_errors``); the time is observed either way."""
+        (counted in ``model_errors``); the time is observed either way, under ``path``
+        (``served``: some of the rows are answered with it; ``shadow``: none are)."""
         started = time.perf_counter()
         try:
             proba = model.predict_proba(x)
@@ -244,7 +252,7 @@ class Suggester:
             self.metrics.model_errors.labels(role.value, model.version).inc()
             return None
         finally:
-            self.metrics.inference_seconds.labels(role.value, model.version).observe(
+            self.metrics.inference_seconds.labels(role.value, model.version, path.value).observe(
                 time.perf_counter() - started
             )
         return proba
@@ -284,7 +292,7 @@ class Suggester:
                 continue
             model = state.models[role]
             x = features if rows == needed else features.take([out.feature_row[r] for r in rows])
-            proba = self._evaluate(role, model, x)
+            proba = self._evaluate(role, model, x)  # rows served here: path "served"
             if proba is None:
                 out.failed.add(role)
                 continue

@@ -31,7 +31,7 @@ from service.serving_config import ServingConfig
 from testbed.controlplane import ControlPlane
 from testbed.exporter import MetricsExporter
 from testbed.process import wait_until
-from testbed.prometheus import Prometheus
+from testbed.prometheus import Prometheus, ScrapeTarget
 from testbed.stack import CRD, ROOT, Cluster, ControllerProcess, ServiceProcess, rollout_body
 
 LEASE = "r1-modelrollout-controller"
@@ -93,7 +93,7 @@ def pair(
     metrics_exporter: MetricsExporter,
     tmp_path: Path,
 ) -> Iterator[tuple[Cluster, dict[str, ControllerProcess]]]:
-    prometheus.set_targets([metrics_exporter.address])
+    prometheus.set_targets([ScrapeTarget(metrics_exporter.address, labels={"target": "suggest"})])
     replicas = {
         pod: replica(control_plane, namespace, tmp_path / pod, prometheus.url, pod, "t0k3n")
         for pod in ("ctl-a", "ctl-b")
@@ -231,7 +231,7 @@ def test_api_server_restart_and_expired_watches_lose_nothing(
     models_root: Path,
     tmp_path: Path,
 ) -> None:
-    prometheus.set_targets([metrics_exporter.address])
+    prometheus.set_targets([ScrapeTarget(metrics_exporter.address, labels={"target": "suggest"})])
     cluster = Cluster(control_plane, namespace)
     cluster.write_serving(ServingConfig(generation=1, stable="v1"))
     pods = [

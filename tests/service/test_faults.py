@@ -125,7 +125,7 @@ def test_a_burning_version_is_slow_in_its_own_histogram(serve: ServeFactory) -> 
     config = ServingConfig(generation=1, stable=STABLE_VERSION)
     served = serve(config, faults=f'{{"{STABLE_VERSION}": {{"burn": 0.03}}}}', coalesce=False)
     served.suggest(transaction(**GROCERY))
-    labels = {"role": "stable", "model_version": STABLE_VERSION}
+    labels = {"role": "stable", "model_version": STABLE_VERSION, "path": "served"}
     assert served.metric(f"{names.INFERENCE_SECONDS}_count", **labels) == 1
     assert served.metric(f"{names.INFERENCE_SECONDS}_sum", **labels) >= 0.03
     assert served.metric(f"{names.INFERENCE_SECONDS}_bucket", **labels, le="0.025") == 0

@@ -61,10 +61,10 @@ def test_the_worker_compares_small_requests_shadows_in_groups(serve: ServeFactor
         assert served.suggest(txn)["suggestions"][0]["served_by"] == "stable"
     assert sum(samples(served, names.SHADOW_COMPARISONS_TOTAL).values()) == 5
     assert queue.pending_rows == 0
-    candidate = {"role": "candidate", "model_version": CANDIDATE_VERSION}
+    candidate = {"role": "candidate", "model_version": CANDIDATE_VERSION, "path": "shadow"}
     assert served.metric(f"{names.INFERENCE_SECONDS}_count", **candidate) == queue.evaluations
     assert 1 <= queue.evaluations <= 5
-    stable = {"role": "stable", "model_version": STABLE_VERSION}
+    stable = {"role": "stable", "model_version": STABLE_VERSION, "path": "served"}
     assert served.metric(f"{names.INFERENCE_SECONDS}_count", **stable) == 5
 
 

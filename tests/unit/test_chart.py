@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -261,3 +262,29 @@ def test_grafana_dashboard_is_valid_json_with_the_panels() -> None:
                    "modelrollout_model_loaded", "modelrollout_controller_rollout_phase",
                    "modelrollout_controller_canary_percent"):  # fmt: skip
         assert metric in exprs
+
+
+def test_suggest_pods_sign_event_ids_with_a_generated_key_by_default() -> None:
+    """Issue 12 point 7: the chart set no key, so any well-formed id was trusted."""
+    docs = render()
+    secrets = {d["metadata"]["name"]: d for d in by_kind(docs, "Secret")}
+    secret = secrets["r1-modelrollout-event-key"]
+    key = base64.b64decode(secret["data"]["key"])
+    assert len(key) == 48
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if "suggest" in d["metadata"]["name"]]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env["MODELROLLOUT_EVENT_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "r1-modelrollout-event-key", "key": "key"}
+    assert env["MODELROLLOUT_EVENT_TTL_SECONDS"]["value"] == "3600"
+    # An existing Secret is used as is; off, no key at all.
+    docs = render("suggest.eventKey.existingSecret=mine")
+    assert "r1-modelrollout-event-key" not in {
+        d["metadata"]["name"] for d in by_kind(docs, "Secret")
+    }
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if "suggest" in d["metadata"]["name"]]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELROLLOUT_EVENT_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+    docs = render("suggest.eventKey.enabled=false")
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if "suggest" in d["metadata"]["name"]]
+    names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "MODELROLLOUT_EVENT_KEY" not in names
