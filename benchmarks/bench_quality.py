@@ -83,10 +83,10 @@ def grade_model(trained: TrainedModel, frame: pd.DataFrame) -> dict[str, Any]:
 def grade_rules(
     engine: RuleEngine, frame: pd.DataFrame, classes: tuple[str, ...]
 ) -> dict[str, Any]:
+    columns = (frame["merchant"], frame["memo"], frame["amount"], _mccs(frame))
     answers = [
-        engine.suggest(m, d, float(a), 1, c).top
-        for m, d, a, c in zip(frame["merchant"], frame["memo"], frame["amount"], _mccs(frame), strict=True)
-    ]  # fmt: skip
+        engine.suggest(m, d, float(a), 1, c).top for m, d, a, c in zip(*columns, strict=True)
+    ]
     m = classification_metrics(frame["label"].tolist(), answers, classes)
     return {"acc": m.accuracy, "f1": m.macro_f1, "per_class": m.f1}
 
@@ -198,7 +198,8 @@ def main() -> None:
         m = classification_metrics(test["label"].tolist(), [majority] * len(test), classes)
         print(f"  {'majority (' + majority + ')':<34} {m.accuracy:6.3f} {m.macro_f1:8.3f}")
         print(
-            f"  (the shipped rules' lexicon holds {leaked} of the test's {test['group'].nunique()} brands)"
+            f"  (the shipped rules' lexicon holds {leaked} of the test's "
+            f"{test['group'].nunique()} brands)"
         )
 
         test_brands = [b for b in brands if b.group in set(test["group"])]
@@ -257,13 +258,15 @@ def main() -> None:
                 version="rows",
             )
             print(
-                f"\nrow split (every test brand also in training), {time.perf_counter() - started:.1f} s:"
+                "\nrow split (every test brand also in training), "
+                f"{time.perf_counter() - started:.1f} s:"
             )
             row_test = rowwise.trained.split.test
             for name, frame in variants(row_test, full).items():
                 g = grade_model(rowwise.trained, frame)
                 print(
-                    f"  model, {name:<27} top-1 {g['acc']:.3f} macro-F1 {g['f1']:.3f} ECE {g['ece']:.3f}"
+                    f"  model, {name:<27} top-1 {g['acc']:.3f} macro-F1 {g['f1']:.3f} "
+                    f"ECE {g['ece']:.3f}"
                 )
             r = grade_rules(shipped, row_test, classes)
             print(

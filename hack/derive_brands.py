@@ -18,7 +18,7 @@ def _us(item: dict[str, object]) -> bool:
 
 
 def main() -> None:
-    data = lexicon._read_nsi(lexicon.default_nsi_path())  # noqa: SLF001 - same package's reader
+    data = lexicon.read_nsi(lexicon.default_nsi_path())
     names: set[str] = set()
     for entry in data.values():
         for item in entry.get("items", []):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tarfile
 import unicodedata
@@ -39,6 +40,8 @@ from typing import Any, Final
 
 from service import categories as c
 from service.rules import brand_key
+
+log = logging.getLogger(__name__)
 
 NSI_VERSION: Final = "8.0.20260918"
 NSI_SHA256: Final = "3ee22f0f0a99528ac9c65a57211575defd968e21fd6374e746bfd02e94422121"
@@ -177,7 +180,7 @@ TAG_CATEGORY: Final[dict[str, tuple[str, str]]] = {
     "shop=hardware": ("5251", c.SHOPPING),
     "shop=trade": ("5211", c.SHOPPING),
     "shop=paint": ("5231", c.SHOPPING),
-    "shop=electrical": ("5065", c.SHOPPING),
+    "shop=electrical": ("5251", c.SHOPPING),
     "shop=power_tools": ("5251", c.SHOPPING),
     "shop=doors": ("5211", c.SHOPPING),
     "shop=garden_centre": ("5261", c.SHOPPING),
@@ -321,7 +324,7 @@ class LexiconError(Exception):
     """The brand lexicon is missing or not the pinned version."""
 
 
-def _read_nsi(path: Path) -> dict[str, Any]:
+def read_nsi(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise LexiconError(
             f"{path} is missing: run hack/setup.sh (it fetches name-suggestion-index "
@@ -340,7 +343,7 @@ def _read_nsi(path: Path) -> dict[str, Any]:
 
 def nsi_brands(path: Path | None = None) -> list[Brand]:
     """The NSI brands whose tag has a category, Latin-script names only."""
-    data = _read_nsi(path or default_nsi_path())
+    data = read_nsi(path or default_nsi_path())
     out: list[Brand] = []
     for key, entry in data.items():
         kind, _, tag_path = key.partition("/")
@@ -427,5 +430,6 @@ def all_brands() -> tuple[Brand, ...]:
     no NSI package (a machine that never ran hack/setup.sh)."""
     try:
         return tuple(nsi_brands())
-    except LexiconError:
+    except LexiconError as exc:
+        log.warning("%s; using the committed US sample (%s)", exc, SAMPLE_FILE.name)
         return tuple(b for b in sample_brands() if b.source == "nsi")
