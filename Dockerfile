@@ -1,35 +1,53 @@
-# syntax=docker/dockerfile:1.7
 # One build, three images that differ only in their entry point, so they share
 # every layer: modelrollout-controller, modelrollout-suggest, modelrollout-training.
 #   docker build --target suggest -t modelrollout-suggest .
-ARG PYTHON_VERSION=3.11
-FROM python:${PYTHON_VERSION}-slim AS base
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/app/.venv
-# LightGBM needs OpenMP at run time.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 \
- && rm -rf /var/lib/apt/lists/*
-RUN pip install "uv==0.13.9"
+# BASE_IMAGE is any Debian-like image with python3 (3.11+) and its venv module; the
+# public python image by default. hack/images.sh builds from a base made locally
+# (mmdebstrap) on machines that reach no image registry. No BuildKit-only syntax
+# (no `# syntax=` line, no RUN --mount), so the classic builder builds it too.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS runtime
+# LightGBM needs OpenMP at run time; a base that already has it needs no network here.
+RUN if ! ldconfig -p | grep -q 'libgomp\.so\.1'; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends libgomp1 \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home app
+
+# The builder installs uv and the locked environment; only /app reaches the images.
+FROM runtime AS builder
+ARG UV_VERSION=0.13.9
+# UV_NATIVE_TLS: trust the base's CA store (a proxy's CA, when the build needs one).
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_NATIVE_TLS=1 UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=/app/.venv
+RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install "uv==${UV_VERSION}"
 WORKDIR /app
 # Dependencies first: this layer changes only with uv.lock.
 COPY pyproject.toml uv.lock README.md ./
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-install-project
+RUN /opt/uv/bin/uv sync --frozen --no-dev --no-install-project --python "$(command -v python3)"
 COPY controller ./controller
 COPY service ./service
 COPY training ./training
 COPY testbed ./testbed
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen
-ENV PATH=/app/.venv/bin:$PATH
+RUN /opt/uv/bin/uv sync --frozen --no-dev --no-editable --python "$(command -v python3)"
+
+FROM runtime AS app
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/app/.venv/bin:$PATH
+COPY --from=builder /app/.venv /app/.venv
+WORKDIR /app
 USER 10001:10001
 
-FROM base AS controller
+FROM app AS controller
 EXPOSE 8000 8443
 ENTRYPOINT ["python", "-m", "controller"]
 
-FROM base AS suggest
+FROM app AS suggest
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "service"]
 
-FROM base AS training
+FROM app AS training
 ENTRYPOINT ["python", "-m", "training"]

@@ -6,7 +6,7 @@ VENV := .venv/bin
 TOOLS_BIN = $(shell hack/tools.sh --print)
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: help setup demo test test-unit test-integration test-e2e lint format typecheck bench sync-crds clean
+.PHONY: help setup demo images cluster cluster-down test test-unit test-integration test-e2e lint format typecheck bench sync-crds clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -17,6 +17,15 @@ setup: ## install everything (Debian packages, .venv, Go-built etcd/kube-apiserv
 demo: setup ## run a full rollout locally: control plane, Prometheus, suggestion processes, controller
 	$(VENV)/python -m testbed.demo $(ARGS)
 
+images: ## build the three images here (Docker engine, base image, docker build; hack/images.sh)
+	@hack/images.sh $(if $(TAG),--tag $(TAG))
+
+cluster: ## a two-node kind cluster built here (hack/cluster.sh up; NAME=modelrollout-e2e)
+	@hack/cluster.sh up $(NAME)
+
+cluster-down: ## delete that cluster
+	@hack/cluster.sh down $(NAME)
+
 test: setup lint typecheck ## lint, types, unit and integration tests (e2e skips without Docker)
 	$(VENV)/pytest
 
@@ -26,8 +35,8 @@ test-unit: setup ## unit tests only (seconds)
 test-integration: setup ## integration tests on the local test bed (minutes)
 	$(VENV)/pytest -m integration
 
-test-e2e: setup ## end-to-end tests on a kind cluster (needs a Docker engine)
-	$(VENV)/pytest -m e2e
+test-e2e: setup ## the e2e tier: images, a kind cluster, helm install, rollouts (tests/e2e)
+	MODELROLLOUT_E2E=1 $(VENV)/pytest -m e2e -s
 
 lint: setup ## ruff lint and format check
 	$(VENV)/ruff check .

@@ -9,8 +9,7 @@ What it measures, with real uvicorn processes (one worker each, ``python -m serv
    throughput at concurrency 8, and for the first three p50/p99 under moderate load (8
    connections pausing at random between requests so that together they ask for about
    half of that throughput); then model+shadow with each request's shadow evaluated
-   with it (``service/shadow.py`` off), model and model+shadow answered through FastAPI's
-   route (``service/api/fastpath.py`` off), and model and model+shadow with each request
+   with it (``service/shadow.py`` off), and model and model+shadow with each request
    evaluated alone (``service/coalesce.py`` off), to show what each of those brings;
 2. the same for a trivial FastAPI endpoint served the same way, measured right after each
    of them (the ratio compares figures taken side by side); throughput at concurrency 8
@@ -212,7 +211,7 @@ def request_buckets(metrics: str) -> dict[float, float]:
     """``modelrollout_suggestion_request_seconds`` cumulative bucket counts by upper bound."""
     buckets = {}
     for m in re.finditer(
-        r'^modelrollout_suggestion_request_seconds_bucket\{le="([^"]+)"\} (\S+)$',
+        r'^modelrollout_suggestion_request_seconds_bucket\{(?:[^}]*,)?le="([^"]+)"[^}]*\} (\S+)$',
         metrics,
         re.MULTILINE,
     ):
@@ -383,11 +382,6 @@ def main() -> int:
             "model+shadow, shadow inline": {
                 "generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100
             },
-            # Valid requests through FastAPI's route (service/api/fastpath.py off).
-            "model, routed": {"generation": 1, "stable": "v1"},
-            "model+shadow, routed": {
-                "generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100
-            },
             # The same two, each request evaluated alone (service/coalesce.py off).
             "model, alone": {"generation": 1, "stable": "v1"},
             "model+shadow, alone": {
@@ -396,8 +390,6 @@ def main() -> int:
         }  # fmt: skip
         extra_env = {
             "model+shadow, shadow inline": {"MODELROLLOUT_SHADOW_BATCH_ROWS": "1"},
-            "model, routed": {"MODELROLLOUT_FAST_PATH": "0"},
-            "model+shadow, routed": {"MODELROLLOUT_FAST_PATH": "0"},
             "model, alone": {"MODELROLLOUT_COALESCE": "0"},
             "model+shadow, alone": {"MODELROLLOUT_COALESCE": "0"},
         }

@@ -3,23 +3,35 @@
 Rules, in this order of strength:
 
 - **fail** when any measured figure breaks its threshold (agreement, worst category
-  agreement, candidate p95 latency, candidate error rate, feedback acceptance relative to
-  stable, a custom check out of range). Evidence of harm wins over missing evidence.
+  agreement, candidate latency at ``latencyQuantile`` absolute or relative to stable's,
+  candidate error rate, feedback acceptance relative to stable, a custom check out of
+  range). Evidence of harm wins over missing evidence: a query that failed makes only its
+  own checks short, never hides a breach that another query measured.
 - **inconclusive** when nothing failed but the evidence is short: Prometheus unreachable,
   fewer comparisons than ``minSamples``, or a figure that a threshold asks for has no data.
   An inconclusive analysis never advances a rollout (DESIGN.md).
+
+The error rate divides by at least ``minSamples`` evaluations: 1 error in 50 evaluations
+is 1/100 = 0.01, not above the default 0.01 (no rollback on one unlucky call); 2 in 50
+is 0.02 and fails at once.
+
+The relative latency bound compares evaluations that answered users (the ``served``
+path) of candidate and stable, so it needs a stable model and at least
+``minLatencySamples`` served candidate evaluations in the window (canary); without them it
+is not judged (the absolute bound, when set, still is, over every evaluation).
 - **pass** otherwise.
 
 Feedback is judged only when the candidate has at least ``minFeedbackSamples`` answers
 with feedback and stable has some ("only when feedback exists"); categories only with at
-least ``minCategorySamples`` comparisons.
+least ``minCategorySamples`` comparisons, or with fewer when their agreement is clearly
+below the bound already (its 3-sigma Wilson upper bound is: e.g. none agreeing in 5).
 
 >>> from controller.model import AnalysisSpec, Figures
->>> judge(Figures(samples=500, agreement=0.95, error_rate=0.0), AnalysisSpec())
+>>> judge(Figures(samples=500, agreement=0.95, evaluations=500, errors=0), AnalysisSpec())
 (<AnalysisOutcome.PASS: 'Pass'>, [])
->>> judge(Figures(samples=500, agreement=0.62, error_rate=0.0), AnalysisSpec())
+>>> judge(Figures(samples=500, agreement=0.62, evaluations=500, errors=0), AnalysisSpec())
 (<AnalysisOutcome.FAIL: 'Fail'>, ['agreement 0.620 < 0.900'])
->>> judge(Figures(samples=12, agreement=0.5, error_rate=0.0), AnalysisSpec())
+>>> judge(Figures(samples=12, agreement=0.5, evaluations=12, errors=0), AnalysisSpec())
 (<AnalysisOutcome.INCONCLUSIVE: 'Inconclusive'>, ['12 comparisons < minSamples 100'])
 
 Pure.
@@ -36,14 +48,47 @@ def judge(
     *,
     unavailable: str | None = None,
     custom: dict[str, float | None] | None = None,
+    custom_unavailable: dict[str, str] | None = None,
 ) -> tuple[AnalysisOutcome, list[str]]:
-    """The outcome and its reasons (empty on pass). ``unavailable``: why no data at all."""
-    if unavailable is not None:
-        return AnalysisOutcome.INCONCLUSIVE, [unavailable]
-    th = analysis.thresholds
+    """The outcome and its reasons (empty on pass).
+
+    ``unavailable``: why the main query (every built-in figure) has no answer;
+    ``custom_unavailable``: why a custom check's query has none, by check name. Each makes
+    only its own checks short of evidence: a breach measured by any other check still
+    fails the analysis (harm wins over missing evidence).
+    """
     failed: list[str] = []
     short: list[str] = []
+    if unavailable is not None:
+        short.append(unavailable)
+    else:
+        _judge_figures(figures, analysis, failed, short)
 
+    values = custom or {}
+    broken = custom_unavailable or {}
+    for check in analysis.custom_checks:
+        value = values.get(check.name)
+        if check.name in broken:
+            short.append(f"custom check {check.name!r}: {broken[check.name]}")
+        elif value is None:
+            short.append(f"custom check {check.name!r}: no data")
+        elif check.min is not None and value < check.min:
+            failed.append(f"custom check {check.name!r} {value:g} < min {check.min:g}")
+        elif check.max is not None and value > check.max:
+            failed.append(f"custom check {check.name!r} {value:g} > max {check.max:g}")
+
+    if failed:
+        return AnalysisOutcome.FAIL, failed
+    if short:
+        return AnalysisOutcome.INCONCLUSIVE, short
+    return AnalysisOutcome.PASS, []
+
+
+def _judge_figures(
+    figures: Figures, analysis: AnalysisSpec, failed: list[str], short: list[str]
+) -> None:
+    """The built-in checks: breaches into ``failed``, missing evidence into ``short``."""
+    th = analysis.thresholds
     samples = figures.samples or 0.0
     enough = samples >= analysis.min_samples
     if not enough:
@@ -55,27 +100,64 @@ def judge(
         elif figures.agreement < th.min_agreement:
             failed.append(f"agreement {figures.agreement:.3f} < {th.min_agreement:.3f}")
 
-    if enough and th.min_category_agreement is not None:
+    if th.min_category_agreement is not None:
         worst = figures.worst_category_agreement
-        if worst is not None and worst < th.min_category_agreement:
+        if enough and worst is not None and worst < th.min_category_agreement:
             failed.append(
                 f"category {figures.worst_category!r} agreement {worst:.3f} "
                 f"< {th.min_category_agreement:.3f}"
             )
+        clear = figures.clear_category_bound
+        if clear is not None and clear < th.min_category_agreement:
+            # Few comparisons, but already clear harm: judged whatever minSamples says.
+            failed.append(
+                f"category {figures.clear_category!r} agreement "
+                f"{figures.clear_category_agreement or 0.0:.3f} in "
+                f"{figures.clear_category_samples or 0.0:.0f} comparisons (at most {clear:.3f}) "
+                f"< {th.min_category_agreement:.3f}"
+            )
 
-    if th.max_latency_p95_seconds is not None:
-        p95 = figures.latency_p95_seconds
-        if p95 is None:
+    q = figures.latency_seconds
+    name = f"p{th.latency_quantile * 100:g} latency"
+    bound = th.latency_bound
+    if bound is not None:
+        if q is None:
             short.append("no latency data for the candidate")
-        elif p95 > th.max_latency_p95_seconds:
-            failed.append(f"p95 latency {p95:.4f}s > {th.max_latency_p95_seconds:.4f}s")
+        elif q > bound:
+            failed.append(f"{name} {q:.4f}s > {bound:.4f}s")
+    served_q = figures.served_latency_seconds
+    stable_q = figures.stable_latency_seconds
+    if (
+        th.max_latency_ratio is not None
+        and served_q is not None
+        and stable_q is not None
+        and (figures.served_evaluations or 0.0) >= th.min_latency_samples
+    ):
+        limit = th.max_latency_ratio * stable_q + th.latency_allowance_seconds
+        if served_q > limit:
+            failed.append(
+                f"{name} {served_q:.4f}s serving > {th.max_latency_ratio:g}x stable's "
+                f"{stable_q:.4f}s + {th.latency_allowance_seconds:g}s"
+            )
 
     if th.max_error_rate is not None:
-        rate = figures.error_rate
-        if rate is None:
+        evaluations = figures.evaluations
+        errors = figures.errors
+        if figures.error_rate is None and evaluations is None:
             short.append("no evaluations of the candidate")
-        elif rate > th.max_error_rate:
-            failed.append(f"error rate {rate:.4f} > {th.max_error_rate:.4f}")
+        else:
+            if errors is None:  # figures from before errors were kept: the rate is all
+                errors = (figures.error_rate or 0.0) * (evaluations or 0.0)
+            # Fewer evaluations than minSamples count as minSamples: one error in 50
+            # is not evidence of a 2% error rate, but 5 errors in 50 are already 5%
+            # of the least sample judged.
+            denominator = max(evaluations or 0.0, errors, float(analysis.min_samples))
+            rate = errors / denominator
+            if rate > th.max_error_rate:
+                failed.append(
+                    f"error rate {rate:.4f} > {th.max_error_rate:.4f} "
+                    f"({errors:.0f} errors in {evaluations or 0.0:.0f} evaluations)"
+                )
 
     if th.min_feedback_acceptance_ratio is not None:
         ratio = figures.feedback_acceptance_ratio
@@ -88,19 +170,3 @@ def judge(
             failed.append(
                 f"feedback acceptance {ratio:.3f}x stable < {th.min_feedback_acceptance_ratio:.3f}x"
             )
-
-    values = custom or {}
-    for check in analysis.custom_checks:
-        value = values.get(check.name)
-        if value is None:
-            short.append(f"custom check {check.name!r}: no data")
-        elif check.min is not None and value < check.min:
-            failed.append(f"custom check {check.name!r} {value:g} < min {check.min:g}")
-        elif check.max is not None and value > check.max:
-            failed.append(f"custom check {check.name!r} {value:g} > max {check.max:g}")
-
-    if failed:
-        return AnalysisOutcome.FAIL, failed
-    if short:
-        return AnalysisOutcome.INCONCLUSIVE, short
-    return AnalysisOutcome.PASS, []

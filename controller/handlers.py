@@ -37,6 +37,7 @@ from aiohttp import web
 from controller import metrics
 from controller.decide import Observed, Plan, analysis_due, converged, decide
 from controller.kube import Kube, KubeError, kopf_error, merge_patch, owner_reference
+from controller.leader import LeaderElector
 from controller.model import (
     ABORT_ANNOTATION,
     GROUP,
@@ -98,6 +99,8 @@ class Settings:
     webhook_port: int = 8443
     webhook_token_file: Path | None = None
     bind: str = "0.0.0.0"
+    namespaces: tuple[str, ...] = ()
+    """Watched namespaces; empty: all. The webhook lists rollouts in these."""
 
 
 @dataclass
@@ -115,6 +118,14 @@ class Controller:
     rollouts: dict[str, RolloutRef] = field(default_factory=dict)
     phases: dict[str, tuple[str, float, float]] = field(default_factory=dict)
     runners: list[web.AppRunner] = field(default_factory=list)
+    leader: LeaderElector | None = None
+    """None: standalone (one replica); else only the Lease holder may write."""
+    analysing: set[str] = field(default_factory=set)
+    """uids whose Prometheus query is running (outside the per-rollout lock)."""
+
+    def may_act(self) -> bool:
+        """Whether this replica may write decisions now (standalone, or holding the Lease)."""
+        return self.leader is None or self.leader.is_leader()
 
     async def start(self) -> None:
         self.kube = Kube.connect(self.settings.kubeconfig)
@@ -128,7 +139,7 @@ class Controller:
             if tokens.current() is None:
                 log.warning("no webhook token configured: every webhook request gets 401")
             await self._serve(
-                webhook_app(tokens, self.known_rollouts, self.record_alert), s.webhook_port
+                webhook_app(tokens, self.list_rollouts, self.record_alert), s.webhook_port
             )
 
     async def _serve(self, app: web.Application, port: int) -> None:
@@ -154,15 +165,8 @@ class Controller:
     # ------------------------------------------------------------------ bookkeeping
 
     def remember(self, body: Mapping[str, Any]) -> None:
-        """Keep what the webhook needs to match alerts to this rollout."""
-        meta, spec = body["metadata"], body.get("spec") or {}
-        alerts = spec.get("alerts") or {}
-        self.rollouts[meta["uid"]] = RolloutRef(
-            namespace=meta["namespace"],
-            name=meta["name"],
-            enabled=bool(alerts.get("enabled", True)),
-            match_labels=dict(alerts.get("matchLabels") or {}),
-        )
+        """Keep the rollouts kopf has shown us (bookkeeping for ``forget``)."""
+        self.rollouts[body["metadata"]["uid"]] = rollout_ref(body)
 
     def forget(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
@@ -171,8 +175,16 @@ class Controller:
             store.pop(uid, None)
         metrics.forget(meta["namespace"], meta["name"])
 
-    def known_rollouts(self) -> Iterable[RolloutRef]:
-        return list(self.rollouts.values())
+    async def list_rollouts(self) -> list[RolloutRef]:
+        """Every ModelRollout in the watched namespaces, read from the API server now.
+
+        The webhook matches against this live list, not against what a watch has shown
+        this replica: a standby (which runs no watch) and a replica that just started match
+        exactly as the leader does. A failed list raises :class:`KubeError` (the webhook
+        answers 503 and Alertmanager retries).
+        """
+        assert self.kube is not None
+        return [rollout_ref(b) for b in await self.kube.list_rollouts(self.settings.namespaces)]
 
     async def record_alert(self, ref: RolloutRef, alert: ReceivedAlert) -> bool:
         assert self.kube is not None
@@ -265,20 +277,48 @@ class Controller:
         index: Mapping[tuple[str, str], Iterable[LeaseReport]],
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     ) -> None:
+        if not self.may_act():
+            return
         uid = body["metadata"]["uid"]
+        # The Prometheus query runs OUTSIDE the per-rollout lock: an alert, an abort or a
+        # spec change handled on the watch never waits behind a slow Prometheus. A result
+        # is counted once, by its time (decide), so one computed on an older status is safe.
+        result = None
+        if uid not in self.analysing:
+            self.analysing.add(uid)
+            try:
+                result = await self._analysis_if_due(self._freshest(body), index)
+            finally:
+                self.analysing.discard(uid)
         lock = self.locks.setdefault(uid, asyncio.Lock())
         async with lock:
             started = time.perf_counter()
             try:
-                await self._reconcile(body, index, logger)
+                await self._reconcile(body, index, logger, result)
             finally:
                 metrics.TICK_SECONDS.observe(time.perf_counter() - started)
+
+    async def _analysis_if_due(
+        self, body: Mapping[str, Any], index: Mapping[tuple[str, str], Iterable[LeaseReport]]
+    ) -> AnalysisResult | None:
+        try:
+            spec = parse_spec(dict(body.get("spec") or {}))
+        except SpecError:
+            return None
+        status = parse_status(dict(body.get("status") or {}))
+        now = utcnow()
+        reports = self.live_reports(index, body["metadata"]["namespace"], spec.target,
+                                    now.timestamp())  # fmt: skip
+        if not analysis_due(spec, status, now, converged(reports, status.serving_generation)):
+            return None
+        return await self._analyse(spec, status, now)
 
     async def _reconcile(
         self,
         kopf_body: Mapping[str, Any],
         index: Mapping[tuple[str, str], Iterable[LeaseReport]],
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        result: AnalysisResult | None = None,
     ) -> None:
         assert self.kube is not None
         body = self._freshest(kopf_body)
@@ -302,11 +342,8 @@ class Controller:
         if state.owner_uid is not None and state.owner_uid != meta["uid"]:
             conflict = f"{ns}/{state.owner_name}"
 
-        result = None
-        if conflict is None and analysis_due(
-            spec, status, now, converged(reports, status.serving_generation)
-        ):
-            result = await self._analyse(spec, status, now)
+        if conflict is not None:
+            result = None
         annotations = meta.get("annotations") or {}
         observed = Observed(
             generation=meta.get("generation"),
@@ -320,10 +357,12 @@ class Controller:
         )
         plan = decide(spec, status, observed, utcnow(), rollout=f"{ns}/{name}")
 
+        if not self.may_act():
+            return  # leadership lapsed while deciding: the new leader decides again
         if not await self._write_status(body, raw_status, status, plan, logger):
             return
         self._publish(kopf_body, plan, ns, name, uid=meta["uid"])
-        if plan.serving is not None:
+        if plan.serving is not None and self.may_act():
             try:
                 await self._ensure_configmap(ns, spec.target, plan.serving, body)
             except KubeError as exc:
@@ -421,6 +460,71 @@ class Controller:
             fetched=time.monotonic(),
         )
 
+    async def finalize(self, body: Mapping[str, Any]) -> str | None:
+        """A deleted rollout hands its target back to the stable version (or rules).
+
+        Without this the ConfigMap would be garbage-collected with its owner and the pods,
+        which keep the last configuration when it disappears, would go on serving the
+        candidate. Instead the ConfigMap is rewritten with the stable version only and
+        released (no ownerReference), so it survives as the target's known-good serving
+        configuration; the next rollout of the target adopts it. Returns what it did.
+        """
+        if not self.may_act():
+            raise kopf.TemporaryError("not the leader; the leader finalizes", delay=2)
+        assert self.kube is not None
+        meta = body["metadata"]
+        ns, uid = meta["namespace"], meta["uid"]
+        target = (body.get("spec") or {}).get("target")
+        if not isinstance(target, str) or not target:
+            return None
+        self.serving.pop((ns, target), None)
+        try:
+            state = await self._serving_state(ns, target)
+        except KubeError as exc:
+            raise kopf_error(exc, "reading the serving ConfigMap") from exc
+        if state.owner_uid != uid:
+            return None  # not ours (a conflicting rollout, or already released)
+        status = parse_status(dict(body.get("status") or {}))
+        previous = state.doc.generation if state.doc is not None else 0
+        served = status.serving
+        doc = ServingConfig(
+            rollout=None,
+            generation=max(previous, status.serving_generation) + 1,
+            stable=status.stable_version,
+            candidate=None,
+            shadow_percent=0.0,
+            canary_percent=0.0,
+            min_confidence=served.min_confidence if served else 0.0,
+            top_k=served.top_k if served else 3,
+        )
+        try:
+            await self.kube.release_configmap(
+                ns, configmap_name(target), data={CONFIGMAP_KEY: doc.to_json()}
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise kopf_error(exc, "releasing the serving ConfigMap") from exc
+        self.serving.pop((ns, target), None)
+        message = (
+            f"rollout deleted: target {target!r} serves {doc.stable or 'rules'} only "
+            f"(generation {doc.generation}); its ConfigMap is kept without an owner"
+        )
+        kopf.event(body, type="Normal", reason="Deleted", message=message)  # type: ignore[arg-type]
+        return message
+
+
+def rollout_ref(body: Mapping[str, Any]) -> RolloutRef:
+    """What the webhook needs to match alerts to one ModelRollout (from its raw object)."""
+    meta, spec = body["metadata"], body.get("spec") or {}
+    alerts = spec.get("alerts") or {}
+    return RolloutRef(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        enabled=bool(alerts.get("enabled", True)),
+        match_labels=dict(alerts.get("matchLabels") or {}),
+    )
+
 
 def lease_report(
     namespace: str, labels: Mapping[str, str], annotations: Mapping[str, str], spec: Any
@@ -463,17 +567,12 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 30
-        await controller.start()
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # In a pod: the ServiceAccount; elsewhere: $KUBECONFIG (set from --kubeconfig).
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
         return info or kopf.login_with_kubeconfig(**kwargs)
-
-    @kopf.on.cleanup(registry=registry)
-    async def _cleanup(**_: Any) -> None:
-        await controller.stop()
 
     @kopf.index(
         "coordination.k8s.io",
@@ -514,5 +613,13 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         controller.remember(body)
         if body["metadata"].get("deletionTimestamp"):
             return
-        if controller.needs_attention(body):
+        # event None: the initial listing (a start, or a new leader): act at once rather
+        # than after the first timer interval.
+        if event["type"] is None or controller.needs_attention(body):
             await controller.reconcile(body, pod_reports, logger)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="release", registry=registry)
+    async def _release(*, body: kopf.Body, logger: Any, **_: Any) -> None:
+        done = await controller.finalize(body)
+        if done:
+            logger.info(done)

@@ -27,6 +27,7 @@ import kopf
 from kubernetes import client, config
 
 from controller.model import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from service.serving_config import ROLLOUT_LABEL
 
 SA_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _MERGE: Final = {"Content-Type": "application/merge-patch+json"}
@@ -157,6 +158,16 @@ class Kube:
     async def get_rollout(self, namespace: str, name: str) -> dict[str, Any]:
         return await self.request("GET", self.rollout_path(namespace, name))
 
+    async def list_rollouts(self, namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Every ModelRollout in ``namespaces`` (empty: all namespaces)."""
+        paths = [self.rollout_path(ns) for ns in namespaces] or [
+            f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+        ]
+        items: list[dict[str, Any]] = []
+        for path in paths:
+            items.extend((await self.request("GET", path)).get("items") or [])
+        return items
+
     async def patch_rollout_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
     ) -> dict[str, Any]:
@@ -201,6 +212,18 @@ class Kube:
             except KubeError as exc:
                 if exc.status != 409:
                     raise
+        return await self.request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+            body={"metadata": meta, "data": data},
+            headers=_MERGE,
+        )
+
+    async def release_configmap(
+        self, namespace: str, name: str, *, data: dict[str, str]
+    ) -> dict[str, Any]:
+        """Write ``data`` and drop the ownerReference and rollout label (deletion)."""
+        meta = {"ownerReferences": None, "labels": {ROLLOUT_LABEL: None}}
         return await self.request(
             "PATCH",
             f"/api/v1/namespaces/{namespace}/configmaps/{name}",

@@ -145,14 +145,43 @@ class CanarySpec(_Camel):
 
 
 class Thresholds(_Camel):
+    """What one analysis must meet. On by default: overall agreement, agreement in every
+    category with enough comparisons, the candidate's latency relative to stable's in the
+    same window, and the error rate (docs/decisions/0010-analysis-scoping-and-gates.md)."""
+
     min_agreement: float | None = Field(default=0.9, ge=0.0, le=1.0)
-    min_category_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
-    min_category_samples: int = Field(default=20, ge=1)
+    min_category_agreement: float | None = Field(default=0.7, ge=0.0, le=1.0)
+    """Least agreement in any one category (labelled by the reference answer, what stable
+    or rules said), among categories with at least ``min_category_samples`` comparisons."""
+    min_category_samples: int = Field(default=50, ge=1)
+    latency_quantile: float = Field(default=0.95, ge=0.5, le=0.999)
+    """The quantile of the candidate's evaluation time that the latency bounds judge."""
+    max_latency_seconds: float | None = Field(default=None, gt=0.0)
+    """Absolute bound on the candidate's latency at ``latency_quantile``."""
     max_latency_p95_seconds: float | None = Field(default=None, gt=0.0)
+    """Older name of ``max_latency_seconds`` (used when that is unset)."""
+    max_latency_ratio: float | None = Field(default=1.5, ge=1.0)
+    """Bound relative to stable: the candidate's latency at ``latency_quantile`` when it
+    answers users must not exceed ``max_latency_ratio`` x stable's in the same window +
+    ``latency_allowance_seconds`` (judged with a stable model and ``min_latency_samples``
+    served candidate evaluations, so in canary)."""
+    latency_allowance_seconds: float = Field(default=0.002, ge=0.0)
+    min_latency_samples: int = Field(default=20, ge=1)
     max_error_rate: float | None = Field(default=0.01, ge=0.0, le=1.0)
+    """Most share of candidate evaluations that raise; fewer than ``analysis.minSamples``
+    evaluations count as ``minSamples`` (one error in 50 is not a 2% error rate)."""
     min_feedback_acceptance_ratio: float | None = Field(default=None, ge=0.0)
     """Candidate acceptance / stable acceptance; judged only with enough feedback."""
     min_feedback_samples: int = Field(default=20, ge=1)
+
+    @property
+    def latency_bound(self) -> float | None:
+        """The absolute latency bound (``maxLatencySeconds``, else ``maxLatencyP95Seconds``)."""
+        return (
+            self.max_latency_seconds
+            if self.max_latency_seconds is not None
+            else (self.max_latency_p95_seconds)
+        )
 
 
 class CustomCheck(_Camel):
@@ -190,6 +219,9 @@ class AnalysisSpec(_Camel):
     label_selector: dict[str, str] = Field(default_factory=dict)
     """Extra label matchers on every query (e.g. ``namespace``, ``job``)."""
     custom_checks: list[CustomCheck] = Field(default_factory=list, max_length=10)
+    target: str | None = Field(default=None, exclude=True)
+    """The rollout's ``spec.target``, copied here when the spec is parsed (not a field of
+    the CRD): every query of the analysis selects it (``target`` label)."""
 
     @model_validator(mode="after")
     def _window_covers_interval(self) -> Self:
@@ -217,6 +249,21 @@ class RolloutSpec(_Camel):
     retry: int = Field(default=0, ge=0)
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
     top_k: int = Field(default=3, ge=1, le=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _analysis_knows_its_target(cls, data: Any) -> Any:
+        """Scope the analysis to ``target`` (issue 12: rollouts must not judge each other)."""
+        if not isinstance(data, dict) or not isinstance(data.get("target"), str):
+            return data
+        analysis = data.get("analysis")
+        if isinstance(analysis, AnalysisSpec):
+            analysis = analysis.model_dump(by_alias=True, exclude_none=True)
+        if analysis is None:
+            analysis = {}
+        if isinstance(analysis, dict):
+            return {**data, "analysis": {**analysis, "target": data["target"]}}
+        return data
 
 
 class SpecError(ValueError):
@@ -267,22 +314,43 @@ class Figures(_Camel):
     agreement: float | None = None
     worst_category: str | None = None
     worst_category_agreement: float | None = None
-    latency_p95_seconds: float | None = None
+    latency_quantile: float | None = None
+    """The quantile that ``latency_seconds`` and ``stable_latency_seconds`` are."""
+    latency_seconds: float | None = None
+    """The candidate's, over every evaluation (shadow groups included: an upper bound)."""
+    served_latency_seconds: float | None = None
+    """The candidate's, over evaluations that answered users (canary)."""
+    served_evaluations: float | None = None
+    stable_latency_seconds: float | None = None
+    """Stable's, over evaluations that answered users, in the same window."""
+    errors: float | None = None
     error_rate: float | None = None
     evaluations: float | None = None
     feedback_samples: float | None = None
     feedback_acceptance_ratio: float | None = None
+    clear_category: str | None = None
+    """A category with fewer than ``minCategorySamples`` comparisons whose agreement is
+    already clearly low (its 3-sigma Wilson upper bound, ``clear_category_bound``, is the
+    lowest of those categories): few comparisons, but all or nearly all disagreeing."""
+    clear_category_agreement: float | None = None
+    clear_category_samples: float | None = None
+    clear_category_bound: float | None = None
     custom: dict[str, float] = Field(default_factory=dict)
 
     @field_serializer(
-        "agreement", "worst_category_agreement", "error_rate", "feedback_acceptance_ratio"
+        "agreement",
+        "worst_category_agreement",
+        "error_rate",
+        "feedback_acceptance_ratio",
+        "clear_category_agreement",
+        "clear_category_bound",
     )
     def _ratio(self, value: float | None) -> float | None:
         """Status shows ratios to 4 decimals (``kubectl get mro``'s AGREEMENT column);
         decisions use the unrounded figures."""
         return None if value is None else round(value, 4)
 
-    @field_serializer("latency_p95_seconds")
+    @field_serializer("latency_seconds", "served_latency_seconds", "stable_latency_seconds")
     def _seconds(self, value: float | None) -> float | None:
         return None if value is None else round(value, 6)
 

@@ -1,8 +1,11 @@
-"""Running one analysis against Prometheus (async httpx); any failure is inconclusive.
+"""Running one analysis against Prometheus (async httpx).
 
-Prometheus unreachable, a timeout, an HTTP error, a query error: the analysis is
-INCONCLUSIVE with the reason, never FAIL (no data is not evidence of harm; what to do
-after ``inconclusiveLimit`` is the user's ``inconclusivePolicy``).
+Prometheus unreachable, a timeout, an HTTP error, a query error make the checks of that
+query short of evidence, never FAIL (no data is not evidence of harm; what to do after
+``inconclusiveLimit`` is the user's ``inconclusivePolicy``). Each query stands alone: the
+built-in figures come from one query and each custom check from its own, and a breach
+measured by one still fails the analysis when another could not be answered (harm wins
+over missing evidence, :func:`controller.analysis.judge`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ from typing import Any
 import httpx
 
 from controller.analysis import judge
-from controller.model import AnalysisResult, AnalysisSpec, format_duration, parse_duration
+from controller.model import (
+    AnalysisResult,
+    AnalysisSpec,
+    Figures,
+    format_duration,
+    parse_duration,
+)
 from controller.promql import Scope, analysis_query, custom_query, first_value, parse_analysis
 
 
@@ -73,40 +82,58 @@ async def run_analysis(
     stable: str | None,
     candidate_since: datetime | None,
     now: datetime,
+    target: str | None = None,
 ) -> AnalysisResult:
-    """One analysis of ``candidate``: one combined query plus one per custom check."""
+    """One analysis of ``candidate`` on ``target``: one combined query plus one per custom
+    check, each judged on what it answered."""
     window = analysis_window(analysis, candidate_since, now)
+    if target is None:
+        target = analysis.target
+    th = analysis.thresholds
     scope = Scope(
-        candidate=candidate, stable=stable, window=window, selector=analysis.label_selector
+        candidate=candidate,
+        stable=stable,
+        window=window,
+        selector=analysis.label_selector,
+        target=target,
+        quantile=th.latency_quantile,
     )
-    min_cat = analysis.thresholds.min_category_samples
+    min_cat = th.min_category_samples
     if base_url is None:
         outcome, reasons = judge(
-            parse_analysis({}, min_category_samples=min_cat),
+            Figures(),
             analysis,
             unavailable="no Prometheus URL (spec.analysis.prometheusURL or --prometheus-url)",
         )
         return AnalysisResult(
             time=now, candidate=candidate, outcome=outcome, reasons=reasons, window=window
         )
+    unavailable: str | None = None
     try:
         data = await prometheus.query(base_url, analysis_query(scope), now)
-        figures = parse_analysis(data, min_category_samples=min_cat)
-        custom: dict[str, float | None] = {}
-        for check in analysis.custom_checks:
-            answer = await prometheus.query(base_url, custom_query(check.query, scope), now)
-            custom[check.name] = first_value(answer)
+        figures = parse_analysis(data, min_category_samples=min_cat, quantile=th.latency_quantile)
     except PrometheusError as exc:
-        outcome, reasons = judge(
-            parse_analysis({}, min_category_samples=min_cat), analysis, unavailable=str(exc)
-        )
-        return AnalysisResult(
-            time=now, candidate=candidate, outcome=outcome, reasons=reasons, window=window
-        )
+        unavailable = str(exc)
+        figures = Figures()
+    custom: dict[str, float | None] = {}
+    custom_unavailable: dict[str, str] = {}
+    for check in analysis.custom_checks:
+        try:
+            answer = await prometheus.query(base_url, custom_query(check.query, scope), now)
+        except PrometheusError as exc:
+            custom_unavailable[check.name] = str(exc)
+            continue
+        custom[check.name] = first_value(answer)
     figures = figures.model_copy(
         update={"custom": {k: v for k, v in custom.items() if v is not None}}
     )
-    outcome, reasons = judge(figures, analysis, custom=custom)
+    outcome, reasons = judge(
+        figures,
+        analysis,
+        unavailable=unavailable,
+        custom=custom,
+        custom_unavailable=custom_unavailable,
+    )
     return AnalysisResult(
         time=now,
         candidate=candidate,

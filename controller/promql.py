@@ -6,11 +6,21 @@ instant-vector expression, each figure tagged with a ``figure`` label by
 :class:`~controller.model.Figures`. A figure with no data is absent from the answer and
 stays None (the analysis then says why it is inconclusive).
 
-Scope: every selector carries the spec's ``analysis.labelSelector`` matchers and the
-candidate's version: shadow comparisons where the candidate is the shadow
-(``shadow_version="<candidate>"``) or served the answer (``baseline="candidate"``, canary
-traffic with the stable version as shadow); latency, evaluations and errors by
-``model_version="<candidate>"``; feedback on answers served by the candidate vs by stable.
+Scope: every selector carries the spec's ``analysis.labelSelector`` matchers, the
+rollout's target (``target="<spec.target>"``, a label every suggestion pod puts on every
+series it exposes) and the versions involved, so that another rollout's candidate in the
+same Prometheus never feeds this one's analysis:
+
+- shadow comparisons where the candidate is the shadow of the stable version or of rules
+  (``shadow_version="<candidate>"``, ``baseline_version`` the stable version or ``none``),
+  or served a canary answer with the stable version as its shadow (``baseline="candidate"``,
+  ``baseline_version="<candidate>"``, ``shadow_version="<stable>"``);
+- the candidate's latency, evaluations and errors by ``role="candidate"`` and its
+  version (every path: a shadow group's time bounds one request's from above); for the
+  bound relative to stable, the candidate's and stable's latency on the ``served`` path
+  only (a shadow evaluation covers many requests' rows, so it is no match for a served
+  one);
+- feedback on answers served by the candidate's version vs by the stable version.
 
 Pure: strings in, strings out.
 """
@@ -28,7 +38,10 @@ from service.metric_names import (
     INFERENCE_BUCKETS,
     INFERENCE_SECONDS,
     MODEL_ERRORS_TOTAL,
+    NO_VERSION,
     SHADOW_COMPARISONS_TOTAL,
+    TARGET_LABEL,
+    EvaluationPath,
     FeedbackOutcome,
     Source,
 )
@@ -47,18 +60,28 @@ def quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-def matchers(selector: dict[str, str], **extra: str) -> str:
-    """``{k="v",...}`` from the spec's label selector plus fixed matchers, sorted.
+def matchers(selector: dict[str, str], regex: dict[str, str] | None = None, /, **extra: str) -> str:
+    """``{k="v",...}`` from the spec's label selector plus fixed matchers, sorted; ``regex``
+    adds ``k=~"re"`` matchers.
 
     >>> matchers({"namespace": "prod"}, model_version="v2")
     '{model_version="v2",namespace="prod"}'
+    >>> matchers({}, {"baseline_version": one_of(["v1.2", "none"])})
+    '{baseline_version=~"v1\\\\\\\\.2|none"}'
     """
     merged = {**selector, **extra}
-    for name in merged:
+    patterns = regex or {}
+    for name in [*merged, *patterns]:
         if not _LABEL_NAME_RE.match(name):
             raise ValueError(f"invalid Prometheus label name {name!r}")
-    inner = ",".join(f"{k}={quote(v)}" for k, v in sorted(merged.items()))
-    return "{" + inner + "}"
+    parts = [(k, f"{k}={quote(v)}") for k, v in merged.items() if k not in patterns]
+    parts += [(k, f"{k}=~{quote(v)}") for k, v in patterns.items()]
+    return "{" + ",".join(text for _, text in sorted(parts)) + "}"
+
+
+def one_of(values: list[str]) -> str:
+    """A regular expression matching exactly one of ``values`` (PromQL anchors it)."""
+    return "|".join(re.escape(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -70,16 +93,36 @@ class Scope:
     window: str
     """A PromQL range such as ``60s``."""
     selector: dict[str, str]
+    target: str | None = None
+    """The rollout's target (``target`` label); None only in tests of other parts."""
+    quantile: float = 0.95
+    """The latency quantile judged."""
+
+    def base(self) -> dict[str, str]:
+        """The selector plus the target matcher."""
+        if self.target is None:
+            return dict(self.selector)
+        return {**self.selector, TARGET_LABEL: self.target}
 
 
 def _comparisons(scope: Scope, **extra: str) -> str:
     """Shadow comparisons involving the candidate (as shadow, or as served canary)."""
-    as_shadow = matchers(scope.selector, shadow_version=scope.candidate, **extra)
-    as_served = matchers(scope.selector, baseline=Source.CANDIDATE.value, **extra)
-    return (
-        f"(increase({SHADOW_COMPARISONS_TOTAL}{as_shadow}[{scope.window}])"
-        f" or increase({SHADOW_COMPARISONS_TOTAL}{as_served}[{scope.window}]))"
+    base = scope.base()
+    references = [scope.stable, NO_VERSION] if scope.stable else [NO_VERSION]
+    as_shadow = matchers(
+        base, {"baseline_version": one_of(references)}, shadow_version=scope.candidate, **extra
     )
+    shadowed = f"increase({SHADOW_COMPARISONS_TOTAL}{as_shadow}[{scope.window}])"
+    if scope.stable is None:  # no stable model: a canary answer has no shadow to compare
+        return f"({shadowed})"
+    as_served = matchers(
+        base,
+        baseline=Source.CANDIDATE.value,
+        baseline_version=scope.candidate,
+        shadow_version=scope.stable,
+        **extra,
+    )
+    return f"({shadowed} or increase({SHADOW_COMPARISONS_TOTAL}{as_served}[{scope.window}]))"
 
 
 def _agreeing_or_zero(scope: Scope) -> str:
@@ -87,32 +130,50 @@ def _agreeing_or_zero(scope: Scope) -> str:
     return f"({_comparisons(scope, agree='true')} or ({_comparisons(scope)} * 0))"
 
 
+def _quantile(scope: Scope, role: Source, version: str, **extra: str) -> str:
+    selector = matchers(scope.base(), role=role.value, model_version=version, **extra)
+    return (
+        f"histogram_quantile({scope.quantile:g}, sum by (le) "
+        f"(rate({INFERENCE_SECONDS}_bucket{selector}[{scope.window}])))"
+    )
+
+
 def figure_exprs(scope: Scope) -> dict[str, str]:
     """Each figure's expression, by figure name (tests read them one by one)."""
     total = _comparisons(scope)
     agree = _agreeing_or_zero(scope)
-    version = matchers(scope.selector, model_version=scope.candidate)
+    base = scope.base()
+    candidate = matchers(base, role=Source.CANDIDATE.value, model_version=scope.candidate)
     w = scope.window
     feedback_candidate = matchers(
-        scope.selector, served_by=Source.CANDIDATE.value, model_version=scope.candidate
+        base, served_by=Source.CANDIDATE.value, model_version=scope.candidate
     )
-    feedback_stable = matchers(scope.selector, served_by=Source.STABLE.value)
-    return {
+    feedback = f"increase({FEEDBACK_TOTAL}{feedback_candidate}[{w}])"
+    if scope.stable is not None:
+        feedback_stable = matchers(base, served_by=Source.STABLE.value, model_version=scope.stable)
+        feedback = f"{feedback} or increase({FEEDBACK_TOTAL}{feedback_stable}[{w}])"
+    exprs = {
         "samples": f"sum({total})",
         "agreement": f"sum({agree}) / sum({total})",
         "category_agreement": f"sum by (category) ({agree}) / sum by (category) ({total})",
         "category_samples": f"sum by (category) ({total})",
-        "latency_p95": (
-            f"histogram_quantile(0.95, sum by (le) "
-            f"(rate({INFERENCE_SECONDS}_bucket{version}[{w}])))"
-        ),
-        "evaluations": f"sum(increase({INFERENCE_SECONDS}_count{version}[{w}]))",
-        "errors": f"sum(increase({MODEL_ERRORS_TOTAL}{version}[{w}]))",
-        "feedback": (
-            f"sum by (served_by, outcome) (increase({FEEDBACK_TOTAL}{feedback_candidate}[{w}])"
-            f" or increase({FEEDBACK_TOTAL}{feedback_stable}[{w}]))"
-        ),
+        "latency": _quantile(scope, Source.CANDIDATE, scope.candidate),
+        "evaluations": f"sum(increase({INFERENCE_SECONDS}_count{candidate}[{w}]))",
+        "errors": f"sum(increase({MODEL_ERRORS_TOTAL}{candidate}[{w}]))",
+        "feedback": f"sum by (served_by, outcome) ({feedback})",
     }
+    if scope.stable is not None:
+        # Like with like for the relative bound: evaluations that answered users.
+        served = EvaluationPath.SERVED.value
+        exprs["served_latency"] = _quantile(scope, Source.CANDIDATE, scope.candidate, path=served)
+        served_selector = matchers(
+            base, role=Source.CANDIDATE.value, model_version=scope.candidate, path=served
+        )
+        exprs["served_evaluations"] = (
+            f"sum(increase({INFERENCE_SECONDS}_count{served_selector}[{w}]))"
+        )
+        exprs["stable_latency"] = _quantile(scope, Source.STABLE, scope.stable, path=served)
+    return exprs
 
 
 def analysis_query(scope: Scope) -> str:
@@ -156,7 +217,26 @@ def first_value(data: dict[str, Any]) -> float | None:
     return None
 
 
-def parse_analysis(data: dict[str, Any], *, min_category_samples: int) -> Figures:
+def wilson_upper(ratio: float, n: float, z: float = 3.0) -> float:
+    """The Wilson score upper bound of a proportion ``ratio`` seen in ``n`` trials.
+
+    At 3 sigma, none agreeing in 5 comparisons bounds the agreement below 0.65 (clear
+    harm); none agreeing in 2 only below 0.82 (not yet evidence against 0.7).
+
+    >>> round(wilson_upper(0.0, 5), 3), round(wilson_upper(0.0, 2), 3)
+    (0.643, 0.818)
+    """
+    if n <= 0:
+        return 1.0
+    z2 = z * z
+    centre = ratio + z2 / (2 * n)
+    spread = z * math.sqrt(max(ratio * (1 - ratio), 0.0) / n + z2 / (4 * n * n))
+    return min(1.0, (centre + spread) / (1 + z2 / n))
+
+
+def parse_analysis(
+    data: dict[str, Any], *, min_category_samples: int, quantile: float = 0.95
+) -> Figures:
     """Figures from the ``data`` of the answer to :func:`analysis_query`.
 
     The worst category is the one with the lowest agreement among those with at least
@@ -172,7 +252,7 @@ def parse_analysis(data: dict[str, Any], *, min_category_samples: int) -> Figure
         if value is None:
             continue
         if math.isinf(value):
-            if metric.get(FIGURE_LABEL) != "latency_p95":
+            if metric.get(FIGURE_LABEL) not in ("latency", "served_latency", "stable_latency"):
                 continue
             # Beyond the last bucket: its bound is what is known (a lower bound), and a
             # finite number keeps the status JSON valid.
@@ -188,18 +268,23 @@ def parse_analysis(data: dict[str, Any], *, min_category_samples: int) -> Figure
             single[name] = value
 
     worst: tuple[str, float] | None = None
+    clear: tuple[str, float, float, float] | None = None  # category, ratio, n, upper bound
     for cat, ratio in sorted(categories.items()):
-        if category_samples.get(cat, 0.0) >= min_category_samples and (
-            worst is None or ratio < worst[1]
-        ):
-            worst = (cat, ratio)
+        n = category_samples.get(cat, 0.0)
+        if n >= min_category_samples:
+            if worst is None or ratio < worst[1]:
+                worst = (cat, ratio)
+        elif n > 0:
+            bound = wilson_upper(ratio, n)
+            if clear is None or bound < clear[3]:
+                clear = (cat, ratio, n, bound)
 
     evaluations = single.get("evaluations")
-    errors = single.get("errors", 0.0)
+    errors = single.get("errors")
     error_rate: float | None = None
-    if evaluations is not None or errors > 0:
-        denominator = max(evaluations or 0.0, errors)
-        error_rate = errors / denominator if denominator > 0 else 0.0
+    if evaluations is not None or errors:
+        denominator = max(evaluations or 0.0, errors or 0.0)
+        error_rate = (errors or 0.0) / denominator if denominator > 0 else 0.0
 
     def acceptance(source: Source) -> tuple[float, float | None]:
         acc = feedback.get((source.value, FeedbackOutcome.ACCEPTED.value), 0.0)
@@ -216,7 +301,16 @@ def parse_analysis(data: dict[str, Any], *, min_category_samples: int) -> Figure
         agreement=single.get("agreement"),
         worst_category=worst[0] if worst else None,
         worst_category_agreement=worst[1] if worst else None,
-        latency_p95_seconds=single.get("latency_p95"),
+        clear_category=clear[0] if clear else None,
+        clear_category_agreement=clear[1] if clear else None,
+        clear_category_samples=clear[2] if clear else None,
+        clear_category_bound=clear[3] if clear else None,
+        latency_quantile=quantile if "latency" in single else None,
+        latency_seconds=single.get("latency"),
+        served_latency_seconds=single.get("served_latency"),
+        served_evaluations=single.get("served_evaluations"),
+        stable_latency_seconds=single.get("stable_latency"),
+        errors=errors if errors is not None or evaluations is None else 0.0,
         error_rate=error_rate,
         evaluations=evaluations,
         feedback_samples=cand_n if feedback else None,

@@ -12,10 +12,16 @@ alert carries every label of ``spec.alerts.matchLabels`` (a non-empty set), or c
 namespace). Only ``status: firing`` alerts count.
 
 What it writes: the alert (fingerprint, startsAt, name, summary) into the rollout's
-``status.alerts``, with the resourceVersion it read (retried on conflict). The controller's
+``status.alerts``, with the resourceVersion it read (retried on conflict). The leader's
 watch sees the new alert at once and its decision rolls the rollout back: status first,
 then the serving ConfigMap. An alert is handled once per firing (fingerprint and startsAt),
 however often Alertmanager repeats it.
+
+Every replica serves the webhook, the leader and the standbys alike (the Service spreads
+requests over them): it matches against the ModelRollouts it lists from the API server
+for each request, never against what a watch of its own has shown it, and it writes
+nothing but ``status.alerts``. Whenever it cannot list or cannot record, it answers 503,
+and Alertmanager retries; a 200 means every matched alert is in the rollout's status.
 """
 
 from __future__ import annotations
@@ -162,10 +168,11 @@ async def record_alert(kube: Kube, ref: RolloutRef, alert: ReceivedAlert) -> boo
 
 def webhook_app(
     tokens: TokenSource,
-    rollouts: Callable[[], Iterable[RolloutRef]],
+    rollouts: Callable[[], Awaitable[Iterable[RolloutRef]]],
     record: Callable[[RolloutRef, ReceivedAlert], Awaitable[bool]],
 ) -> web.Application:
-    """The aiohttp app; ``rollouts`` lists what the controller knows, ``record`` writes."""
+    """The aiohttp app; ``rollouts`` lists the rollouts (raising KubeError when it cannot),
+    ``record`` writes one alert into one rollout's status."""
 
     async def receive(request: web.Request) -> web.Response:
         if not tokens.accepts(request.headers.get("Authorization")):
@@ -180,9 +187,9 @@ def webhook_app(
             metrics.WEBHOOK_REQUESTS.labels("invalid").inc()
             return web.json_response({"error": f"invalid payload: {exc}"}, status=400)
 
-        known = list(rollouts())
         matched: list[dict[str, str]] = []
         try:
+            known = list(await rollouts()) if alerts else []
             for labels, alert in alerts:
                 for ref in known:
                     if matches(labels, ref):

@@ -2,7 +2,8 @@
 
 One worker per process, by design: the service holds models in memory and scales by
 processes (pods). uvicorn's multi-worker mode also adds about 44 ms to keep-alive
-requests, because TCP_NODELAY is not set on that path (uvicorn issue 3149).
+requests, because TCP_NODELAY is not set on that path (uvicorn issue 3149). uvloop and
+httptools by default (``--loop asyncio --http h11``: uvicorn's pure-Python ones).
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--loop",
+        default="uvloop",
+        choices=["uvloop", "asyncio"],
+        help="event loop (default uvloop)",
+    )
+    parser.add_argument(
+        "--http",
+        default="httptools",
+        choices=["httptools", "h11"],
+        help="HTTP/1.1 parser (default httptools)",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -46,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         workers=1,
+        loop=args.loop,
+        http=args.http,
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=10,

@@ -5,13 +5,11 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
 from service.api import feedback, probes, prometheus, serving, suggestions
 from service.api.errors import BodySizeLimit, install_error_handlers
-from service.api.fastpath import SuggestionsFastPath
 from service.runtime import SuggestionService
 from service.settings import Settings
 
@@ -51,18 +49,6 @@ def create_app(
     for module in (suggestions, feedback, serving, probes, prometheus):
         app.include_router(module.router)
     install_error_handlers(app)
-    app.add_middleware(SuggestionsFastPath, service=service, answer=service.settings.fast_path)
     app.add_middleware(BodySizeLimit)  # added last: outermost, so bodies are bounded first
 
-    def openapi() -> dict[str, Any]:
-        # FastAPI's "extending OpenAPI" recipe: the suggestions body is parsed by the
-        # endpoint itself (suggestions.parse_request), so its schemas are added here.
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = FastAPI.openapi(app)
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(suggestions.request_schemas())
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
     return app

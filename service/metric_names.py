@@ -8,15 +8,25 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
 
 - ``modelrollout_predictions_total`` (counter; served_by, model_version):
   answers returned
-- ``modelrollout_shadow_comparisons_total`` (counter; baseline, shadow_version, category, agree):
-  a shadow answer compared with the served one (top-1); category is the served top-1
-- ``modelrollout_inference_seconds`` (histogram; role, model_version):
-  time of one model or rules evaluation of one request (or of the small requests
+- ``modelrollout_shadow_comparisons_total`` (counter; baseline, baseline_version,
+  shadow_version, category, agree): a shadow answer compared with the served one (top-1).
+  ``baseline`` is who served and ``baseline_version`` its version (``none`` for rules);
+  ``category`` is the *reference* answer, what stable or rules said: the served top-1
+  when the candidate is the shadow, the shadow's top-1 when the candidate served (canary),
+  so a candidate wrong in one category shows up in that category in every phase
+- ``modelrollout_shadow_shed_total`` (counter; reason, shadow_version): shadow rows not
+  compared because the shadow's budget could not take them (:class:`ShedReason`); the
+  controller sees fewer comparisons, never a false agreement
+- ``modelrollout_inference_seconds`` (histogram; role, model_version, path):
+  time of one model or rules evaluation; ``path`` is ``served`` when some of its rows were
+  answered with it, ``shadow`` when none were (like is compared with like: the controller
+  judges a candidate's latency relative to stable's on the ``served`` path only).
+  One evaluation is that of one request (or of the small requests
   answered together, :mod:`service.coalesce`; a shadow model's rows of small requests are
-  evaluated in groups of up to ``MODELROLLOUT_SHADOW_BATCH_ROWS``, :mod:`service.shadow`)
+  evaluated in groups on a worker thread, :mod:`service.shadow`)
 - ``modelrollout_suggestion_request_seconds`` (histogram; no labels): server-side time of
   an answered ``POST /v1/suggestions`` (status 200), from the app receiving the request
-  to its answer handed to the server (:mod:`service.api.fastpath`)
+  to its answer handed to the server (:mod:`service.api.suggestions`)
 - ``modelrollout_model_errors_total`` (counter; role, model_version):
   a model raised; the request fell back to rules
 - ``modelrollout_fallbacks_total`` (counter; reason):
@@ -31,6 +41,11 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
   a version failed verification or loading
 - ``modelrollout_model_compilations_total`` (counter; result compiled/failed):
   a loaded version's trees compiled to machine code (or left on LightGBM's predictor)
+
+Every exposed series also carries ``target="<MODELROLLOUT_TARGET>"``
+(:data:`TARGET_LABEL`, added at exposition, :meth:`service.metrics.ServiceMetrics.exposition`):
+the controller selects it in every query, so two targets scraped by one Prometheus never
+feed each other's analysis, whatever labels the scrape configuration attaches.
 
 The original system's alert and panels, over these:
 
@@ -56,6 +71,13 @@ class Source(StrEnum):
     RULES = "rules"
 
 
+class EvaluationPath(StrEnum):
+    """Whether an evaluation answered some of its rows (served) or none (shadow)."""
+
+    SERVED = "served"
+    SHADOW = "shadow"
+
+
 class FallbackReason(StrEnum):
     LOW_CONFIDENCE = "low_confidence"
     MODEL_ERROR = "model_error"
@@ -63,10 +85,21 @@ class FallbackReason(StrEnum):
     DISABLED = "disabled"
 
 
+class ShedReason(StrEnum):
+    """Why shadow rows were not compared (:mod:`service.shadow`)."""
+
+    CPU_BUDGET = "cpu_budget"  # the queue was full while the worker waited out its CPU share
+    QUEUE_FULL = "queue_full"  # the queue was full while the worker was evaluating
+    STOPPED = "stopped"  # offered to, or left in, a stopped queue (shutdown)
+
+
 class FeedbackOutcome(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
 
+
+TARGET_LABEL: Final = "target"
+"""The label naming the suggestion target on every exposed series."""
 
 NO_VERSION: Final = "none"
 """model_version label value when rules served."""
@@ -84,6 +117,7 @@ SERVING_GENERATION: Final = f"{PREFIX}_serving_generation"
 MODEL_LOADED: Final = f"{PREFIX}_model_loaded"
 MODEL_LOAD_ERRORS_TOTAL: Final = f"{PREFIX}_model_load_errors_total"
 MODEL_COMPILATIONS_TOTAL: Final = f"{PREFIX}_model_compilations_total"
+SHADOW_SHED_TOTAL: Final = f"{PREFIX}_shadow_shed_total"
 
 INFERENCE_BUCKETS: Final = (
     0.0001,

@@ -7,7 +7,7 @@ the few a pod has configured, categories are the models' classes or the rules' c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,30 +31,14 @@ def _counter_name(exposed: str) -> str:
     return exposed.removesuffix("_total")
 
 
-class _BeforeCollect(Collector):
-    """Yields no metric; runs hooks when the registry is collected (registered first, so
-    the hooks' counts are in the same collection)."""
-
-    def __init__(self) -> None:
-        self.hooks: list[Callable[[], object]] = []
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        for hook in self.hooks:
-            hook()
-        return iter(())
-
-
 class ServiceMetrics:
     """The metric contract, bound to one registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, target: str = "") -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.target = target
+        """Added as ``target="<target>"`` to every exposed series (empty: not added)."""
         r = self.registry
-        self._before_collect = _BeforeCollect()
-        r.register(self._before_collect)
         self.predictions = Counter(
             _counter_name(names.PREDICTIONS_TOTAL),
             "Answers returned, by who served them.",
@@ -63,15 +47,23 @@ class ServiceMetrics:
         )
         self.shadow_comparisons = Counter(
             _counter_name(names.SHADOW_COMPARISONS_TOTAL),
-            "Shadow answers compared with the served one (top-1); category is the served top-1.",
-            ["baseline", "shadow_version", "category", "agree"],
+            "Shadow answers compared with the served one (top-1); category is the reference "
+            "answer (what stable or rules said).",
+            ["baseline", "baseline_version", "shadow_version", "category", "agree"],
+            registry=r,
+        )
+        self.shadow_shed = Counter(
+            _counter_name(names.SHADOW_SHED_TOTAL),
+            "Shadow rows not compared because the shadow's CPU share or queue could not take "
+            "them (reason cpu_budget, queue_full, stopped); the controller sees fewer samples.",
+            ["reason", "shadow_version"],
             registry=r,
         )
         self.inference_seconds = Histogram(
             names.INFERENCE_SECONDS,
             "Time of one model or rules evaluation (one request, the requests answered "
             "together, or a group of shadow rows).",
-            ["role", "model_version"],
+            ["role", "model_version", "path"],
             buckets=names.INFERENCE_BUCKETS,
             registry=r,
         )
@@ -160,10 +152,25 @@ class ServiceMetrics:
             self.predictions.labels(role.value, version)
             self.model_errors.labels(role.value, version)
 
-    def before_collect(self, hook: Callable[[], object]) -> None:
-        """Run ``hook`` at the start of every collection of the registry (a scrape,
-        ``GET /metrics``, ``get_sample_value``): work it finishes is counted in that read."""
-        self._before_collect.hooks.append(hook)
-
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text format for ``GET /metrics``; every series carries the ``target`` label
+        (:data:`~service.metric_names.TARGET_LABEL`), so the controller can scope its
+        queries to one target whatever the scrape configuration attaches."""
+        if not self.target:
+            return generate_latest(self.registry)
+        return generate_latest(_Labelled(self.registry, {names.TARGET_LABEL: self.target}))
+
+
+class _Labelled(Collector):
+    """A registry's metrics with fixed labels added to every sample (at exposition only)."""
+
+    def __init__(self, registry: CollectorRegistry, labels: Mapping[str, str]) -> None:
+        self._registry = registry
+        self._labels = dict(labels)
+
+    def collect(self) -> Iterator[Metric]:
+        extra = self._labels
+        for metric in self._registry.collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [s._replace(labels={**s.labels, **extra}) for s in metric.samples]
+            yield labelled

@@ -9,10 +9,13 @@ features), and runs one prediction before the version may serve.
 ``calibration.apply(booster.predict(X, raw_score=True))`` (a unit test holds it to that;
 ``booster.predict(X)`` when ``Calibration.input`` is ``"probability"``),
 without the per-call overhead of ``Booster.predict`` (a predictor object built per call,
-a deep copy of parameters, a size query): raw scores come from LightGBM's C API into a
-preallocated buffer, with ``num_threads`` fixed at load (1 by default, so a single row pays
-no OpenMP start-up and two pods on two cores do not fight). A single row goes through
-LightGBM's ``SingleRowFast`` API, whose prediction configuration is prepared once at load.
+a deep copy of parameters, a size query): raw scores come from LightGBM's documented C API
+(``c_api.h``, through ctypes) into a preallocated buffer, with ``num_threads`` fixed at load
+(1 by default, so a single row pays no OpenMP start-up and two pods on two cores do not
+fight). A single row goes through LightGBM's ``SingleRowFast`` API, whose prediction
+configuration is prepared once at load. The serving process loads ``lib_lightgbm`` from the
+``lightgbm`` wheel without importing the Python package: its ``compat`` module imports
+scikit-learn, pandas and scipy, ~150 MiB of RSS that serving never uses (decision 0011).
 
 Faster still, and optional: :meth:`LoadedModel.accelerate` compiles the same trees to
 machine code with lleaves (LLVM), checks that the compiled trees give LightGBM's own raw
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import subprocess
@@ -39,10 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import lightgbm
 import numpy as np
 import numpy.typing as npt
-from lightgbm import basic as _lgb_basic
 
 from service.artifact import (
     MODEL_FILE,
@@ -68,23 +70,68 @@ COMPILE_TIMEOUT_SECONDS: Final = 900.0
 _N_DENSE: Final = len(FEATURE_NAMES)
 
 
+class LightGBMError(RuntimeError):
+    """An error reported by LightGBM's C API (``LGBM_GetLastError``)."""
+
+
+def _library_path() -> Path:
+    """``lib_lightgbm`` as the ``lightgbm`` wheel installs it, found without importing the
+    Python package (whose ``compat`` module imports scikit-learn, pandas and scipy:
+    ~150 MiB of a serving process for code it never runs)."""
+    spec = importlib.util.find_spec("lightgbm")
+    if spec is None or not spec.submodule_search_locations:
+        raise LightGBMError("the lightgbm package is not installed")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    names = {"Darwin": "lib_lightgbm.dylib", "Windows": "lib_lightgbm.dll"}
+    name = names.get(platform.system(), "lib_lightgbm.so")
+    for candidate in (package / "lib" / name, package / "bin" / name, package.parent / name):
+        if candidate.is_file():
+            return candidate
+    raise LightGBMError(f"{name} not found in {package}")
+
+
+_LIBRARY: Any = None
+_LIBRARY_LOCK = threading.Lock()
+
+
+def _lib() -> Any:
+    """LightGBM's shared library, loaded once; its documented C API (``c_api.h``)."""
+    global _LIBRARY  # noqa: PLW0603 - one handle per process
+    with _LIBRARY_LOCK:
+        if _LIBRARY is None:
+            lib = ctypes.cdll.LoadLibrary(str(_library_path()))
+            lib.LGBM_GetLastError.restype = ctypes.c_char_p
+            _LIBRARY = lib
+        return _LIBRARY
+
+
 class _Scorer:
     """Raw scores (or LightGBM's probabilities) through its C API, parameters fixed once."""
 
-    def __init__(self, booster: lightgbm.Booster, num_threads: int, *, raw: bool = True) -> None:
-        self._n_features = int(booster.num_feature())
-        self._lib: Any = _lgb_basic._LIB  # type: ignore[attr-defined]
-        self._booster = booster  # keeps the handle alive as long as this scorer
-        self._handle = booster._handle
-        self._n_classes = int(booster.num_model_per_iteration())
-        self._num_iteration = int(booster.best_iteration)
-        self._params = _lgb_basic._c_str(f"num_threads={num_threads}")
+    def __init__(self, model_file: Path, num_threads: int, *, raw: bool = True) -> None:
+        self._lib: Any = _lib()
+        self._handle = ctypes.c_void_p()
+        self._fast = ctypes.c_void_p()
+        iterations = ctypes.c_int(0)
+        self._check(
+            self._lib.LGBM_BoosterCreateFromModelfile(
+                str(model_file).encode(), ctypes.byref(iterations), ctypes.byref(self._handle)
+            )
+        )
+        n_classes = ctypes.c_int(0)
+        self._check(self._lib.LGBM_BoosterGetNumClasses(self._handle, ctypes.byref(n_classes)))
+        n_features = ctypes.c_int(0)
+        self._check(self._lib.LGBM_BoosterGetNumFeature(self._handle, ctypes.byref(n_features)))
+        self.n_classes = int(n_classes.value)
+        self.n_features = int(n_features.value)
+        self._n_classes = self.n_classes
+        self._num_iteration = 0  # all: a published model file holds its best iterations
+        self._params = f"num_threads={num_threads}".encode()
         self._predict_type = _C_API_PREDICT_RAW_SCORE if raw else _C_API_PREDICT_NORMAL
         self._lock = threading.Lock()  # the single-row buffers and config are shared
         self._row_out = np.empty(self._n_classes, dtype=np.float64)
         self._row_out_ptr = self._row_out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
         self._row_len = ctypes.c_int64(0)
-        self._fast = ctypes.c_void_p()
         self._check(
             self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
                 self._handle,
@@ -92,20 +139,23 @@ class _Scorer:
                 ctypes.c_int(0),
                 ctypes.c_int(self._num_iteration),
                 ctypes.c_int(_C_API_DTYPE_FLOAT64),
-                ctypes.c_int32(self._n_features),
-                _lgb_basic._c_str("num_threads=1"),
+                ctypes.c_int32(self.n_features),
+                b"num_threads=1",
                 ctypes.byref(self._fast),
             )
         )
 
     def _check(self, ret: int) -> None:
         if ret != 0:
-            raise lightgbm.basic.LightGBMError(self._lib.LGBM_GetLastError().decode("utf-8"))
+            raise LightGBMError(self._lib.LGBM_GetLastError().decode("utf-8", "replace"))
 
     def close(self) -> None:
         if self._fast:
             self._lib.LGBM_FastConfigFree(self._fast)
             self._fast = ctypes.c_void_p()
+        if self._handle:
+            self._lib.LGBM_BoosterFree(self._handle)
+            self._handle = ctypes.c_void_p()
 
     def __del__(self) -> None:
         self.close()
@@ -113,8 +163,8 @@ class _Scorer:
     def __call__(self, features: Matrix) -> Matrix:
         """Scores, shape ``(n, classes)``, of a float64 ``(n, features)`` matrix."""
         n = features.shape[0]
-        if features.shape[1] != self._n_features:
-            raise ValueError(f"expected {self._n_features} features, got {features.shape[1]}")
+        if features.shape[1] != self.n_features:
+            raise ValueError(f"expected {self.n_features} features, got {features.shape[1]}")
         data = np.ascontiguousarray(features, dtype=np.float64)
         if n == 1:
             with self._lock:
@@ -135,7 +185,7 @@ class _Scorer:
                 data.ctypes.data_as(ctypes.c_void_p),
                 ctypes.c_int(_C_API_DTYPE_FLOAT64),
                 ctypes.c_int32(n),
-                ctypes.c_int32(self._n_features),
+                ctypes.c_int32(self.n_features),
                 ctypes.c_int(_ROW_MAJOR),
                 ctypes.c_int(self._predict_type),
                 ctypes.c_int(0),
@@ -289,7 +339,6 @@ class LoadedModel:
     manifest: Manifest
     classes: tuple[str, ...]
     calibration: Calibration
-    booster: lightgbm.Booster
     text_stage: TextStage
     load_seconds: float
     model_file: Path
@@ -345,9 +394,9 @@ class LoadedModel:
                 sha256=self.manifest.files[MODEL_FILE],
             ),
             len(self.classes),
-            int(self.booster.num_feature()),
+            self._scorer.n_features,
         )
-        probe = probe_features(int(self.booster.num_feature()))
+        probe = probe_features(self._scorer.n_features)
         expected = self._scorer(probe)
         got = compiled(probe)
         diff = float(np.max(np.abs(got - expected) / np.maximum(1.0, np.abs(expected))))
@@ -377,34 +426,39 @@ def load_model(models_root: Path, version: str, *, num_threads: int = 1) -> Load
     calibration = read_calibration(version_dir)
     text_stage = read_text_stage(version_dir)
     try:
-        booster = lightgbm.Booster(model_file=str(version_dir / MODEL_FILE))
-    except lightgbm.basic.LightGBMError as exc:
+        scorer = _Scorer(
+            version_dir / MODEL_FILE, num_threads=num_threads, raw=calibration.input == "raw_score"
+        )
+    except LightGBMError as exc:
         raise ArtifactError(version, f"LightGBM cannot load {MODEL_FILE}: {exc}") from exc
-    n_classes = int(booster.num_model_per_iteration())
+    n_classes = scorer.n_classes
     if n_classes != len(manifest.classes):
+        scorer.close()
         raise ArtifactError(
             version,
             f"the booster has {n_classes} classes, the manifest lists {len(manifest.classes)}",
         )
     if len(calibration.a) != n_classes:
+        scorer.close()
         raise ArtifactError(
             version, f"calibration has {len(calibration.a)} classes, the booster {n_classes}"
         )
-    if booster.num_feature() != len(manifest.features):
+    if scorer.n_features != len(manifest.features):
+        scorer.close()
         raise ArtifactError(
             version,
-            f"the booster takes {booster.num_feature()} features, the manifest lists "
+            f"the booster takes {scorer.n_features} features, the manifest lists "
             f"{len(manifest.features)}",
         )
     if text_stage.n_classes != n_classes:
+        scorer.close()
         raise ArtifactError(
             version,
             f"the text stage scores {text_stage.n_classes} classes, the booster {n_classes}",
         )
     try:
-        scorer = _Scorer(booster, num_threads=num_threads, raw=calibration.input == "raw_score")
-        probe = calibration.apply(scorer(np.zeros((2, booster.num_feature()))))
-    except (lightgbm.basic.LightGBMError, ValueError) as exc:
+        probe = calibration.apply(scorer(np.zeros((2, scorer.n_features))))
+    except (LightGBMError, ValueError) as exc:
         raise ArtifactError(version, f"a trial prediction failed: {exc}") from exc
     if not np.all(np.isfinite(probe)):
         raise ArtifactError(version, "a trial prediction is not finite")
@@ -413,7 +467,6 @@ def load_model(models_root: Path, version: str, *, num_threads: int = 1) -> Load
         manifest=manifest,
         classes=tuple(manifest.classes),
         calibration=calibration,
-        booster=booster,
         text_stage=text_stage,
         load_seconds=time.perf_counter() - started,
         model_file=version_dir / MODEL_FILE,

@@ -58,10 +58,10 @@ class SuggestionService:
         rules: RuleEngine | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = ServiceMetrics()
+        self.metrics = ServiceMetrics(target=settings.target)
         self.rules = rules or RuleEngine.default()
         key = settings.event_key.get_secret_value().encode() if settings.event_key else None
-        self.events = EventCodec(key)
+        self.events = EventCodec(key, ttl_seconds=settings.event_ttl_seconds)
         self.store = ServingStateStore(
             settings.effective_models_root(),
             self.metrics,
@@ -73,8 +73,10 @@ class SuggestionService:
             self.rules,
             self.metrics,
             self.events,
-            fault_delays=settings.fault_delays(),
+            faults=settings.fault_plan(),
             shadow_batch_rows=settings.shadow_batch_rows,
+            shadow_cpu_share=settings.shadow_cpu_share,
+            shadow_max_rows=settings.shadow_queue_rows,
         )
         self.coalescer: Coalescer[ServingState] = Coalescer(
             self.suggest, max_rows=settings.inline_rows
@@ -121,6 +123,7 @@ class SuggestionService:
         )
 
     def stop(self) -> None:
+        self.suggester.shadow.stop()
         self.source.stop()
         if self.reporter is not None:
             self.reporter.stop()
@@ -149,8 +152,9 @@ class SuggestionService:
         return self.suggest(batch)
 
     def feedback(self, event_id: str, accepted_label: str) -> FeedbackResult:
-        """Count feedback on the answer ``event_id`` names; ``EventIdError`` if it names none."""
-        event = self.events.decode(event_id)
+        """Count feedback on the answer ``event_id`` names: ``EventIdError`` if it names none
+        (or expired), ``DuplicateEventError`` if this pod counted it already."""
+        event = self.events.redeem(event_id)
         version = event.model_version
         if version != NO_VERSION and version not in self.store.known_versions:
             version = OTHER_VERSION

@@ -13,19 +13,27 @@ MODELROLLOUT_CONFIG_FILE         a JSON or YAML ServingConfig, re-read when it c
 MODELROLLOUT_CONFIG_SOURCE       ``auto`` (default), ``kube``, ``file`` or ``env``
 POD_NAME                         this pod's name, for its Lease (default: the host name)
 KUBECONFIG                       kubeconfig path when not running in a cluster
-MODELROLLOUT_EVENT_KEY           shared secret signing event ids (optional)
+MODELROLLOUT_EVENT_KEY           shared secret signing event ids (the chart generates
+                                 one into a Secret; unset: ids are trusted unsigned)
+MODELROLLOUT_EVENT_TTL_SECONDS   feedback on an id older than this is refused (default
+                                 3600; service/events.py)
 MODELROLLOUT_PREDICT_THREADS     LightGBM threads per prediction (default 1)
 MODELROLLOUT_INLINE_ROWS         requests up to this many rows are answered on the event
                                  loop; larger ones on a worker thread (default 64)
 MODELROLLOUT_COALESCE            answer small requests ready together in one evaluation
                                  (default true; service/coalesce.py)
-MODELROLLOUT_SHADOW_BATCH_ROWS   a shadow model's rows of small requests are evaluated
-                                 off the answer's path in groups of this many, or when
-                                 the metrics are read (default 32; 1: with each request;
+MODELROLLOUT_SHADOW_BATCH_ROWS   the shadow's worker thread evaluates a group once this
+                                 many rows wait, or the oldest waited 50 ms (default 32;
                                  service/shadow.py)
-MODELROLLOUT_FAST_PATH           answer valid POST /v1/suggestions requests in front of
-                                 the router (default true; service/api/fastpath.py)
+MODELROLLOUT_SHADOW_CPU_SHARE    share of one core the shadow's worker may use (default
+                                 0.25); what it cannot take is shed and counted
+MODELROLLOUT_SHADOW_QUEUE_ROWS   shadow rows that may wait for the worker (default 4096)
 MODELROLLOUT_REPORT              write the pod report Lease in cluster mode (default true)
+MODELROLLOUT_FAULTS              rollback drills: per model version, CPU burned in its
+                                 scoring calls (``burn``, ``fraction``) and one category
+                                 answered as another (``relabel``); JSON, service/faults.py
+MODELROLLOUT_FAULT_DELAY         older drill knob: VERSION=SECONDS[,...], a ``burn`` of
+                                 that many seconds on every call
 ===============================  ========================================================
 
 ``auto`` picks ``file`` when MODELROLLOUT_CONFIG_FILE is set, else ``kube`` when
@@ -69,6 +77,8 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.artifact import MANIFEST_FILE, list_versions
+from service.faults import ENV_VAR as FAULTS_ENV
+from service.faults import Fault, FaultError, merge_delays, parse_faults
 from service.serving_config import ServingConfig, SuggestMode
 
 DEFAULT_CANARY_PERCENT: Final = 10.0
@@ -112,6 +122,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MODELROLLOUT_KUBECONFIG", "KUBECONFIG", "kubeconfig"),
     )
     event_key: SecretStr | None = None
+    event_ttl_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="event ids expire this long after the answer (service/events.py)",
+    )
     predict_threads: int = Field(default=1, ge=1, le=64)
     inline_rows: int = Field(default=64, ge=1)
     coalesce: bool = Field(
@@ -123,15 +139,20 @@ class Settings(BaseSettings):
         default=32,
         ge=1,
         le=1000,
-        description="shadow rows of small requests wait until this many are queued (or "
-        "the metrics are read) and are evaluated together, off the answer's path "
-        "(service/shadow.py); 1: each request's shadow is evaluated with it",
+        description="the shadow's worker evaluates a group once this many rows wait (or the "
+        "oldest has waited 50 ms), off the request path (service/shadow.py)",
     )
-    fast_path: bool = Field(
-        default=True,
-        description="answer valid POST /v1/suggestions requests in front of FastAPI's "
-        "router, with the same code and bytes (service/api/fastpath.py); off: through the "
-        "route",
+    shadow_cpu_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="share of one core the shadow's worker may use (service/shadow.py); "
+        "rows it cannot take are shed and counted",
+    )
+    shadow_queue_rows: int = Field(
+        default=4096,
+        ge=1,
+        description="shadow rows that may wait for the worker; more are shed and counted",
     )
     report: bool = True
     file_poll_seconds: float = Field(default=0.25, gt=0)
@@ -146,8 +167,13 @@ class Settings(BaseSettings):
     )
     fault_delay: str | None = Field(
         default=None,
-        description="rollback drills: VERSION=SECONDS[,VERSION=SECONDS...] adds that delay to "
-        "every evaluation of that model version (timed, so its latency metrics show it)",
+        description="rollback drills (older form): VERSION=SECONDS[,VERSION=SECONDS...] burns "
+        "that much CPU in every scoring call of that model version (service/faults.py)",
+    )
+    faults: str | None = Field(
+        default=None,
+        description='rollback drills: JSON {"<version>": {"burn": s, "fraction": f, '
+        '"relabel": {"<category>": "<category>"}}} (service/faults.py)',
     )
 
     # The original system's variables, parsed by legacy_serving_config().
@@ -210,6 +236,15 @@ class Settings(BaseSettings):
                 )
             delays[version.strip()] = delay
         return delays
+
+    def fault_plan(self) -> dict[str, Fault]:
+        """MODELROLLOUT_FAULTS and MODELROLLOUT_FAULT_DELAY together: version -> fault (an
+        entry of MODELROLLOUT_FAULTS wins over a delay for the same version)."""
+        try:
+            faults = parse_faults(self.faults)
+        except FaultError as exc:
+            raise SettingsError(f"{FAULTS_ENV}={self.faults!r}: {exc}") from None
+        return merge_delays(faults, self.fault_delays())
 
     def effective_compile_cache(self) -> Path | None:
         """Where compiled trees go, or None when compiling is off."""

@@ -1,27 +1,36 @@
-"""Shadow comparisons evaluated off the answer's path, many requests' rows at a time.
+"""Shadow comparisons evaluated off the request path, on a worker thread, within a budget.
 
-A shadow answer is never returned, only compared with the served one, so it need not be
-computed before the response is sent. Under load with 100% shadow, evaluating the shadow
-model for every small request (or every coalesced group of two or three) costs as much as
-evaluating the serving model, while most of that cost is fixed per call: the compiled trees
-take about 10 us for one row and about 3 us a row for 32.
+A shadow answer is never returned, only compared with the served one, so no request waits
+for it: the suggester hands the rows a shadow must see to a :class:`ShadowQueue` (their
+features, already computed for serving, and what was served) and answers at once. One
+worker thread evaluates them in groups (a group once ``batch_rows`` rows wait, or the
+oldest has waited ``max_wait`` seconds) and counts the comparisons. LightGBM's predictor
+and the compiled trees run in native code without the GIL, so the candidate's trees use
+the other core while the event loop goes on; what holds the GIL (joining rows, picking the
+top-1, counting) is a few microseconds a row.
 
-So the suggester hands the rows a shadow must see to a :class:`ShadowQueue` (their feature
-rows, already computed for serving, and what was served), and the queue evaluates them
-together once it holds ``batch_rows`` rows, or when the metrics are read: the queue is
-flushed before every collection of the registry (:meth:`ServiceMetrics.before_collect`),
-so a Prometheus scrape, ``GET /metrics`` and a test reading a counter always see every
-comparison of the requests answered before it. Nothing waits on a timer, and the queue
-never holds more than ``batch_rows`` rows plus what one turn of the event loop adds. On
-the event loop the full queue is evaluated in the loop's next turn, after the responses of
-the current one are written, so no request waits for other requests' shadows.
+The budget (what keeps a heavy or slow candidate from slowing users):
+
+- **CPU share**: after each group the worker pauses for ``cost * (1 / cpu_share - 1)``,
+  where ``cost`` is the CPU time the group took on the worker's thread
+  (``time.thread_time``), so over any stretch of work it uses at most ``cpu_share`` of one
+  core (default 0.25).
+- **Queue**: at most ``max_rows`` rows wait. An offer that does not fit is shed, never
+  queued and never evaluated, and counted in ``modelrollout_shadow_shed_total{reason}``:
+  ``cpu_budget`` when the worker is pausing for its budget (the candidate costs more than
+  its share), ``queue_full`` when it is evaluating (it does not keep up even so),
+  ``stopped`` for rows offered to, or left in, a queue that was stopped.
+
+Shed rows are simply not compared: the controller sees fewer samples (an inconclusive
+analysis if too few), never a false pass. Nothing reads the queue on a scrape: ``/metrics``
+and the probes never evaluate a model. Serving never depends on the candidate: the answer
+is sent before its shadow is evaluated, whatever the candidate costs or raises.
 
 Each chunk keeps the model object it was routed to, so a comparison is counted under the
 version that was configured when the request was answered, even if the configuration
 changed since. A model that raises here is counted in ``modelrollout_model_errors_total``
 and its comparisons are dropped, as when it raised on the answer's path; anything else
-that goes wrong in a flush is logged and drops that group, never failing the request or
-the scrape that flushed it.
+that goes wrong in a group is logged and drops that group, never failing a request.
 
 Because a shadow evaluation covers a group of rows, the shadow's
 ``modelrollout_inference_seconds`` observations are the time of such a group: an upper
@@ -31,24 +40,41 @@ because it was measured in shadow.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from service.features import FeatureBatch
-from service.metric_names import NO_VERSION, Source
+from service.metric_names import NO_VERSION, EvaluationPath, ShedReason, Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.rules import RuleEngine
 
 log = logging.getLogger(__name__)
+
+
+def reference(baseline: str, served_top1: str, shadow_top1: str) -> str:
+    """The category a comparison is counted under: the *reference* answer, what the
+    known-good side said (stable, or rules), never the candidate's.
+
+    In shadow the candidate is the shadow, so the reference is the served answer; in canary
+    the candidate serves its users with stable in its shadow, so the reference is the
+    shadow's answer. Labelled by the served answer instead, a candidate that sends every
+    Dining transaction to Shopping would, in canary, count its disagreements under
+    Shopping, and Dining would look perfect (issue 12, point 4).
+
+    >>> reference("stable", "Dining", "Shopping"), reference("candidate", "Shopping", "Dining")
+    ('Dining', 'Dining')
+    """
+    return shadow_top1 if baseline == Source.CANDIDATE.value else served_top1
+
 
 Evaluate = Callable[[Source, LoadedModel, FeatureBatch], npt.NDArray[np.float64] | None]
 """``(role, model, features) -> probabilities``, or None when the model raised (counted)."""
@@ -62,6 +88,7 @@ class ShadowRows:
     model: LoadedModel
     features: FeatureBatch  # one row per transaction
     baselines: Sequence[str]  # who served each row (a Source value)
+    baseline_versions: Sequence[str]  # the version that served it (NO_VERSION: rules)
     served_top1: Sequence[str]  # the label returned first
     rules_top1: Sequence[str | None]  # the rules' top-1 when already known, else None
     merchants: Sequence[str]
@@ -73,58 +100,181 @@ class ShadowRows:
         return len(self.baselines)
 
 
+DEFAULT_CPU_SHARE: Final = 0.25
+DEFAULT_MAX_ROWS: Final = 4096
+DEFAULT_MAX_WAIT: Final = 0.05
+GROUP_ROWS: Final = 256
+"""At most this many rows (whole chunks, at least one) per evaluation: the part of a group
+that holds the GIL stays short."""
+
+
 class ShadowQueue:
-    """Pending shadow rows; thread-safe (large batches are answered on worker threads)."""
+    """Pending shadow rows and the worker thread that compares them; :meth:`add` is
+    thread-safe and never waits for an evaluation."""
 
     def __init__(
-        self, evaluate: Evaluate, rules: RuleEngine, metrics: ServiceMetrics, *, batch_rows: int
+        self,
+        evaluate: Evaluate,
+        rules: RuleEngine,
+        metrics: ServiceMetrics,
+        *,
+        batch_rows: int,
+        cpu_share: float = DEFAULT_CPU_SHARE,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
+        if not 0.0 < cpu_share <= 1.0:
+            raise ValueError(f"cpu_share must be in (0, 1], got {cpu_share}")
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        if max_wait < 0:
+            raise ValueError("max_wait must not be negative")
         self.batch_rows = batch_rows
+        self.cpu_share = cpu_share
+        self.max_rows = max_rows
+        self.max_wait = max_wait
         self._evaluate = evaluate
         self._rules = rules
         self._metrics = metrics
-        self._lock = threading.Lock()
-        self._pending: list[ShadowRows] = []
+        self._cond = threading.Condition()
+        self._pending: deque[ShadowRows] = deque()
         self._rows = 0
-        self._scheduled = False  # a flush is queued on the event loop
+        self._oldest = 0.0  # when the oldest pending chunk was added (monotonic)
+        self._pausing = False  # the worker is waiting out its CPU budget
+        self._busy = False  # the worker holds a group it has not finished
+        self._hurry = 0  # drain() callers waiting: evaluate without lingering
+        self._stopped = False
+        self._thread: threading.Thread | None = None
         self.evaluations = 0
-        """Model evaluations made by flushes (for tests and the benchmark)."""
+        """Model evaluations made by the worker (for tests and the benchmark)."""
+        self.compared_rows = 0
+        self.shed_rows = 0
+        self.cpu_seconds = 0.0
+        """CPU time the worker's evaluations and comparisons took (its thread's clock)."""
 
     @property
     def pending_rows(self) -> int:
         return self._rows
 
-    def add(self, rows: ShadowRows) -> None:
-        """Queue ``rows``; evaluate everything queued once ``batch_rows`` rows wait: on the
-        event loop in its next turn (after the answers being sent are written), on any
-        other thread at once."""
-        with self._lock:
-            self._pending.append(rows)
-            self._rows += len(rows)
-            full = self._rows >= self.batch_rows
-        if not full:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._scheduled_flush)
+    def add(self, rows: ShadowRows) -> bool:
+        """Queue ``rows`` for the worker, or shed them (counted) when they do not fit or the
+        queue is stopped. Never evaluates anything on the caller's thread."""
+        n = len(rows)
+        with self._cond:
+            if self._stopped:
+                reason = ShedReason.STOPPED
+            elif self._rows + n > self.max_rows:
+                reason = ShedReason.CPU_BUDGET if self._pausing else ShedReason.QUEUE_FULL
+            else:
+                if not self._pending:
+                    self._oldest = time.monotonic()
+                self._pending.append(rows)
+                self._rows += n
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._work, name="shadow-worker", daemon=True
+                    )
+                    self._thread.start()
+                elif self._rows >= self.batch_rows or len(self._pending) == 1:
+                    self._cond.notify_all()
+                return True
+            self.shed_rows += n
+        self._metrics.shadow_shed.labels(reason.value, rows.model.version).inc(n)
+        return False
 
-    def _scheduled_flush(self) -> None:
-        self._scheduled = False
-        self.flush()
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait (without evaluating anything here) until every row queued so far is compared
+        or dropped; False if that takes longer than ``timeout``. For tests and benchmarks."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._hurry += 1
+            self._cond.notify_all()
+            try:
+                while self._rows or self._busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+                return True
+            finally:
+                self._hurry -= 1
 
-    def flush(self) -> int:
-        """Evaluate and count every queued row now; how many rows were compared."""
-        with self._lock:
-            pending, self._pending, self._rows = self._pending, [], 0
-        if not pending:
-            return 0
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker (a group being evaluated is finished, within ``timeout``); rows
+        still queued are shed as ``stopped``."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        with self._cond:
+            left = list(self._pending)
+            self._pending.clear()
+            self._rows = 0
+            self.shed_rows += sum(len(c) for c in left)
+            self._cond.notify_all()
+        for chunk in left:
+            self._metrics.shadow_shed.labels(ShedReason.STOPPED.value, chunk.model.version).inc(
+                len(chunk)
+            )
+
+    def _take(self) -> list[ShadowRows] | None:
+        """The next group (whole chunks, up to :data:`GROUP_ROWS` rows), once there is one to
+        evaluate; None when stopped."""
+        with self._cond:
+            while True:
+                if self._stopped:
+                    return None
+                if self._rows and (self._rows >= self.batch_rows or self._hurry):
+                    break
+                if self._rows:
+                    left = self._oldest + self.max_wait - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                else:
+                    self._cond.wait()
+            group = [self._pending.popleft()]
+            rows = len(group[0])
+            while self._pending and rows + len(self._pending[0]) <= GROUP_ROWS:
+                chunk = self._pending.popleft()
+                group.append(chunk)
+                rows += len(chunk)
+            self._rows -= rows
+            self._oldest = time.monotonic()
+            self._busy = True
+            return group
+
+    def _work(self) -> None:
+        while True:
+            group = self._take()
+            if group is None:
+                return
+            started = time.thread_time()
+            compared = 0
+            try:
+                compared = self._flush(group)
+            finally:
+                cost = time.thread_time() - started
+                with self._cond:
+                    self._busy = False
+                    self.compared_rows += compared
+                    self.cpu_seconds += cost
+                    self._cond.notify_all()
+            pause = cost * (1.0 / self.cpu_share - 1.0)
+            if pause > 0:
+                with self._cond:
+                    self._pausing = True
+                    try:
+                        self._cond.wait_for(lambda: self._stopped, timeout=pause)
+                    finally:
+                        self._pausing = False
+
+    def _flush(self, pending: list[ShadowRows]) -> int:
+        """Evaluate and count ``pending``; how many rows were compared."""
         groups: dict[tuple[Source, int], list[ShadowRows]] = {}
         for chunk in pending:
             groups.setdefault((chunk.role, id(chunk.model)), []).append(chunk)
@@ -132,7 +282,7 @@ class ShadowQueue:
         for (role, _), chunks in groups.items():
             try:
                 compared += self._compare(role, chunks)
-            except Exception:  # a shadow never fails a request or a scrape
+            except Exception:  # a shadow never fails a request
                 rows = sum(len(c) for c in chunks)
                 log.exception("shadow comparison failed; %d rows of %s dropped", rows, role.value)
         return compared
@@ -149,7 +299,7 @@ class ShadowQueue:
         best = best_index.tolist()
         classes = model.classes
         version = model.version
-        comparisons: Counter[tuple[str, str, str]] = Counter()
+        comparisons: Counter[tuple[str, str, str, str]] = Counter()
         rules_seconds = 0.0
         i = 0
         for chunk in chunks:
@@ -167,11 +317,17 @@ class ShadowQueue:
                     shadow_top1 = known
                 top1 = chunk.served_top1[j]
                 agree = "true" if shadow_top1 == top1 else "false"
-                comparisons[(chunk.baselines[j], top1, agree)] += 1
+                baseline = chunk.baselines[j]
+                category = reference(baseline, top1, shadow_top1)
+                comparisons[(baseline, chunk.baseline_versions[j], category, agree)] += 1
                 i += 1
         m = self._metrics
         if rules_seconds:
-            m.inference_seconds.labels(Source.RULES.value, NO_VERSION).observe(rules_seconds)
-        for (baseline, top1, agree), count in comparisons.items():
-            m.shadow_comparisons.labels(baseline, version, top1, agree).inc(count)
+            m.inference_seconds.labels(
+                Source.RULES.value, NO_VERSION, EvaluationPath.SHADOW.value
+            ).observe(rules_seconds)
+        for (baseline, baseline_version, category, agree), count in comparisons.items():
+            m.shadow_comparisons.labels(baseline, baseline_version, version, category, agree).inc(
+                count
+            )
         return i

@@ -3,8 +3,8 @@
 For each transaction the :class:`~service.routing.Router` of the current state says who
 serves and which model runs in its shadow. Each model is then evaluated once for all rows
 that need it (served or shadowed), rules only for the rows that need them; a shadow model
-that serves none of the rows of a small batch is evaluated later instead, together with
-other requests' rows (:mod:`service.shadow`). Then, per row:
+that serves none of the rows is evaluated later instead, off the request path, on the
+shadow's worker thread within its budget (:mod:`service.shadow`). Then, per row:
 
 - a model that raised serves nobody: its rows are answered by rules (fallback
   ``model_error``, and ``modelrollout_model_errors_total``);
@@ -13,7 +13,9 @@ other requests' rows (:mod:`service.shadow`). Then, per row:
   dropped;
 - the shadow's answer is what the user would have seen had the shadow served (its top-1,
   or the rules' top-1 when it is not confident enough); it is compared with the served
-  top-1 and counted in ``modelrollout_shadow_comparisons_total``, never returned.
+  top-1 and counted in ``modelrollout_shadow_comparisons_total``, never returned. The
+  comparison's category is the *reference* answer (:func:`service.shadow.reference`):
+  what stable or rules said, whichever of the two answers that is.
 
 Every answer carries an event id (:mod:`service.events`) for feedback.
 """
@@ -24,19 +26,21 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from service.events import EventCodec
+from service.faults import Fault
 from service.features import FeatureBatch, extract
-from service.metric_names import NO_VERSION, FallbackReason, Source
+from service.metric_names import NO_VERSION, EvaluationPath, FallbackReason, Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.routing import Route
 from service.rules import RuleEngine, RulesAnswer
-from service.shadow import ShadowQueue, ShadowRows
+from service.shadow import DEFAULT_CPU_SHARE, DEFAULT_MAX_ROWS, ShadowQueue, ShadowRows, reference
 from service.state import MODEL_ROLES, ServingState
 
 Answer = dict[str, Any]
@@ -77,16 +81,24 @@ class Suggester:
         metrics: ServiceMetrics,
         events: EventCodec,
         *,
-        fault_delays: Mapping[str, float] | None = None,
-        shadow_batch_rows: int = 1,
+        faults: Mapping[str, Fault] | None = None,
+        shadow_batch_rows: int = 32,
+        shadow_cpu_share: float = DEFAULT_CPU_SHARE,
+        shadow_max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
         self.rules = rules
         self.metrics = metrics
         self.events = events
-        # Rollback drills (MODELROLLOUT_FAULT_DELAY): a version made slow on purpose.
-        self.fault_delays = dict(fault_delays or {})
-        self.shadow = ShadowQueue(self._evaluate, rules, metrics, batch_rows=shadow_batch_rows)
-        metrics.before_collect(self.shadow.flush)
+        # Rollback drills (MODELROLLOUT_FAULTS): a version made slow or wrong on purpose.
+        self.faults = dict(faults or {})
+        self.shadow = ShadowQueue(
+            partial(self._evaluate, path=EvaluationPath.SHADOW),
+            rules,
+            metrics,
+            batch_rows=shadow_batch_rows,
+            cpu_share=shadow_cpu_share,
+            max_rows=shadow_max_rows,
+        )
 
     def suggest(self, state: ServingState, batch: Batch) -> list[Answer]:
         """Answers for ``batch``, in input order, under one serving state."""
@@ -122,9 +134,10 @@ class Suggester:
 
         served_counts: Counter[tuple[str, str]] = Counter()
         fallback_counts: Counter[str] = Counter()
-        comparisons: Counter[tuple[str, str, str, str]] = Counter()
-        # Per deferred shadow role: (row, who served, served top-1, rules' top-1 if known).
-        later: dict[Source, list[tuple[int, str, str, str | None]]] = {}
+        comparisons: Counter[tuple[str, str, str, str, str]] = Counter()
+        # Per deferred shadow role: (row, who served, its version, served top-1, rules' top-1
+        # if known).
+        later: dict[Source, list[tuple[int, str, str, str, str | None]]] = {}
         answers: list[Answer] = []
         events = self.events
         nonces = events.nonces(n)
@@ -163,7 +176,7 @@ class Suggester:
             shadow = route.shadow
             if shadow is not None and shadow in deferred:
                 known = rules_cache[row].top if row in rules_cache else None
-                later.setdefault(shadow, []).append((row, serve.value, top1, known))
+                later.setdefault(shadow, []).append((row, serve.value, version, top1, known))
             elif shadow is not None and shadow not in failed:
                 srun = runs[shadow]
                 i = srun.position[row]
@@ -172,7 +185,8 @@ class Suggester:
                 if shadow_top1 is None:
                     shadow_top1 = rules_for(row).top
                 agree = "true" if shadow_top1 == top1 else "false"
-                comparisons[(serve.value, srun.model.version, top1, agree)] += 1
+                category = reference(serve.value, top1, shadow_top1)
+                comparisons[(serve.value, version, srun.model.version, category, agree)] += 1
 
             served_counts[(serve.value, version)] += 1
             if fallback is not None:
@@ -190,7 +204,9 @@ class Suggester:
 
         m = self.metrics
         if rules_cache:
-            m.inference_seconds.labels(Source.RULES.value, NO_VERSION).observe(rules_seconds)
+            m.inference_seconds.labels(
+                Source.RULES.value, NO_VERSION, EvaluationPath.SERVED.value
+            ).observe(rules_seconds)
         for (served_by, ver), count in served_counts.items():
             m.predictions.labels(served_by, ver).inc(count)
         for reason, count in fallback_counts.items():
@@ -207,8 +223,9 @@ class Suggester:
                     model=state.models[role],
                     features=features.take([found.feature_row[r] for r in rows]),
                     baselines=[item[1] for item in items],
-                    served_top1=[item[2] for item in items],
-                    rules_top1=[item[3] for item in items],
+                    baseline_versions=[item[2] for item in items],
+                    served_top1=[item[3] for item in items],
+                    rules_top1=[item[4] for item in items],
                     merchants=[batch.merchants[r] for r in rows],
                     memos=[batch.memos[r] for r in rows],
                     amounts=[batch.amounts[r] for r in rows],
@@ -218,23 +235,28 @@ class Suggester:
         return answers
 
     def _evaluate(
-        self, role: Source, model: LoadedModel, x: FeatureBatch
+        self,
+        role: Source,
+        model: LoadedModel,
+        x: FeatureBatch,
+        path: EvaluationPath = EvaluationPath.SERVED,
     ) -> npt.NDArray[np.float64] | None:
         """The model's probabilities for ``x``, or None if it raised or answered nonsense
-        (counted in ``model_errors``); the time is observed either way."""
+        (counted in ``model_errors``); the time is observed either way, under ``path``
+        (``served``: some of the rows are answered with it; ``shadow``: none are)."""
         started = time.perf_counter()
         try:
             proba = model.predict_proba(x)
-            delay = self.fault_delays.get(model.version)
-            if delay:
-                time.sleep(delay)
+            fault = self.faults.get(model.version) if self.faults else None
+            if fault is not None:
+                proba = fault.score(proba, model.classes)
             if proba.shape != (len(x), len(model.classes)) or not np.isfinite(proba).all():
                 raise ValueError(f"unusable probabilities of shape {proba.shape}")
         except Exception:
             self.metrics.model_errors.labels(role.value, model.version).inc()
             return None
         finally:
-            self.metrics.inference_seconds.labels(role.value, model.version).observe(
+            self.metrics.inference_seconds.labels(role.value, model.version, path.value).observe(
                 time.perf_counter() - started
             )
         return proba
@@ -243,8 +265,8 @@ class Suggester:
         self, state: ServingState, batch: Batch, routes: Sequence[Route], top_k: int
     ) -> _Runs:
         """Evaluate each model once over the rows it serves or shadows now; note those that
-        raised, and the shadow roles whose rows go to the :class:`ShadowQueue` instead (when
-        the model serves none of the rows and they are fewer than the queue's ``batch_rows``)."""
+        raised, and the shadow roles whose rows go to the :class:`ShadowQueue` instead (every
+        model that serves none of the rows: nobody waits for a pure shadow)."""
         rows_of: dict[Source, list[int]] = {}
         shadow_rows_of: dict[Source, list[int]] = {}
         for row, route in enumerate(routes):
@@ -256,10 +278,8 @@ class Suggester:
         for role, shadowed in shadow_rows_of.items():
             if role in rows_of:  # evaluated anyway: a few more rows cost little
                 rows_of[role] = sorted(set(rows_of[role]).union(shadowed))
-            elif len(shadowed) < self.shadow.batch_rows:
-                out.deferred.add(role)
             else:
-                rows_of[role] = shadowed
+                out.deferred.add(role)
         featurised = list(rows_of.values()) + [shadow_rows_of[role] for role in out.deferred]
         if not featurised:
             return out
@@ -276,7 +296,7 @@ class Suggester:
                 continue
             model = state.models[role]
             x = features if rows == needed else features.take([out.feature_row[r] for r in rows])
-            proba = self._evaluate(role, model, x)
+            proba = self._evaluate(role, model, x)  # rows served here: path "served"
             if proba is None:
                 out.failed.add(role)
                 continue

@@ -134,6 +134,7 @@ class ControlPlane:
         self._ca: CertificateAuthority | None = None
         self.start_seconds: float | None = None
         """Wall time of the last :meth:`start`, for reporting."""
+        self._etcd_url: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ class ControlPlane:
         logs = workdir / "logs"
 
         etcd_url = f"http://{LOOPBACK}:{etcd_port}"
+        self._etcd_url = etcd_url
         peer_url = f"http://{LOOPBACK}:{etcd_peer_port}"
         etcd = ServerProcess(
             "etcd",
@@ -323,6 +325,59 @@ class ControlPlane:
             what="the default namespace (and its ServiceAccount)",
             on_timeout=lambda: "\n\n".join(str(p.failure("state")) for p in self._processes),
         )
+
+    # -- outages (tests of what survives the API server going away) -----------------------
+
+    def _process(self, name: str) -> ServerProcess:
+        for proc in self._processes:
+            if proc.name == name:
+                return proc
+        raise TestbedError(f"no {name} in this control plane")
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone (SIGTERM); etcd and everything stored stay.
+
+        Every client's connection and watch breaks, as in an API server upgrade or a
+        control-plane node failure. :meth:`start_apiserver` brings it back on the same
+        address with the same certificates."""
+        with self._lock:
+            self._process("kube-apiserver").stop()
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again after :meth:`stop_apiserver`; wait until it is ready."""
+        with self._lock:
+            apiserver = self._process("kube-apiserver")
+            apiserver.reset()
+            apiserver.start()
+            wait_until(
+                lambda: self._ready(apiserver),
+                timeout=self._start_timeout,
+                interval=0.2,
+                what="kube-apiserver /readyz after a restart",
+                on_timeout=lambda: str(apiserver.failure("did not become ready")),
+            )
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision and return that revision.
+
+        A watch resumed from an older resourceVersion then gets ``410 Gone`` ("too old
+        resource version"), as it does on a busy cluster after the API server's periodic
+        compaction: the client has to list again."""
+        if self._etcd_url is None:
+            raise TestbedError("the control plane is not started")
+        import httpx  # noqa: PLC0415 - only outage tests need it
+
+        key = base64.b64encode(b"/").decode()
+        got = httpx.post(f"{self._etcd_url}/v3/kv/range", json={"key": key}, timeout=10)
+        got.raise_for_status()
+        revision = int(got.json()["header"]["revision"])
+        done = httpx.post(
+            f"{self._etcd_url}/v3/kv/compaction",
+            json={"revision": str(revision), "physical": True},
+            timeout=30,
+        )
+        done.raise_for_status()
+        return revision
 
     def _launch(self, proc: ServerProcess) -> None:
         self._processes.append(proc)

@@ -53,7 +53,11 @@ def _restartable(
 
 
 class ControllerProcess:
-    """``python -m controller --standalone`` watching one namespace."""
+    """``python -m controller --standalone`` watching one namespace.
+
+    ``standalone=False``: no ``--standalone``; give the leader-election arguments in
+    ``extra_args`` and the pod's identity in ``env`` (``POD_NAME``, ``POD_NAMESPACE``), as
+    the chart does."""
 
     def __init__(
         self,
@@ -64,6 +68,8 @@ class ControllerProcess:
         *,
         tick: float = 0.5,
         extra_args: Sequence[str] = (),
+        standalone: bool = True,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.kubeconfig = control_plane.admin_kubeconfig
         self.namespace = namespace
@@ -76,6 +82,8 @@ class ControllerProcess:
         self.webhook_port = free_port()
         self.tick = tick
         self.extra_args = list(extra_args)
+        self.standalone = standalone
+        self.env = {**os.environ, **(env or {})}
         self.server: ServerProcess | None = None
 
     @property
@@ -84,7 +92,7 @@ class ControllerProcess:
 
     def start(self) -> None:
         argv = [
-            sys.executable, "-m", "controller", "--standalone",
+            sys.executable, "-m", "controller", *(["--standalone"] if self.standalone else []),
             f"--namespace={self.namespace}",
             f"--kubeconfig={self.kubeconfig}",
             f"--prometheus-url={self.prometheus_url}",
@@ -94,7 +102,8 @@ class ControllerProcess:
             "--bind=127.0.0.1", f"--tick={self.tick}", "--configmap-resync=2",
             "--log-level=info", *self.extra_args,
         ]  # fmt: skip
-        server = _restartable(self.server, "controller", argv, log_path=self.log, cwd=ROOT)
+        server = _restartable(self.server, "controller", argv, log_path=self.log, cwd=ROOT,
+                              env=self.env)  # fmt: skip
         self.server = server
         server.start()
 

@@ -13,6 +13,7 @@ running in a pod, else the kubeconfig.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -113,7 +114,10 @@ class ClusterRollouts:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             try:
-                config.load_kube_config()  # type: ignore[no-untyped-call]
+                # KUBECONFIG read now: the client reads it once, when first imported.
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=os.environ.get("KUBECONFIG") or None
+                )
             except (config.ConfigException, OSError) as exc:
                 raise ClusterError(
                     f"no in-cluster configuration and no usable kubeconfig: {exc}"

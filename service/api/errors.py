@@ -41,9 +41,25 @@ def _batch_too_large(errors: Sequence[Any]) -> int | None:
     return None
 
 
+class BodyInvalid(StarletteHTTPException):
+    """A body that did not validate, with pydantic's errors (``loc`` starting at ``"body"``),
+    raised where FastAPI would parse it (:mod:`service.api.suggestions`). An
+    ``HTTPException`` because FastAPI's request handler re-raises those unchanged while it
+    reads the body; answered like a :class:`RequestValidationError`."""
+
+    def __init__(self, errors: Sequence[Any]) -> None:
+        super().__init__(status_code=422, detail="the request body did not validate")
+        self.errors = list(errors)
+
+
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, BodyInvalid):
+        return _invalid(exc.errors)
     assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
+    return _invalid(exc.errors())
+
+
+def _invalid(errors: Sequence[Any]) -> JSONResponse:
     too_many = _batch_too_large(errors)
     if too_many is not None:
         sent = f", got {too_many}" if too_many >= 0 else ""
@@ -83,6 +99,7 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(BodyInvalid, validation_error_handler)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

@@ -11,7 +11,7 @@ from service.api.schemas import (
     FeedbackResponse,
     ValidationErrorResponse,
 )
-from service.events import EventIdError
+from service.events import DuplicateEventError, EventIdError
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 
@@ -23,10 +23,14 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
     description=(
         "Counts the answer named by `event_id` as accepted (the user kept its top-1) or "
         "rejected, by who served it and the model version. Any pod accepts feedback for "
-        "any answer: the event id carries what it needs. An id this service did not issue "
-        "is 422."
+        "any answer: the event id carries what it needs. An id this service did not issue, "
+        "altered, or expired (MODELROLLOUT_EVENT_TTL_SECONDS) is 422; feedback on an id "
+        "this pod already counted is 409 and counts nothing."
     ),
-    responses={422: {"model": ValidationErrorResponse, "description": "malformed event id"}},
+    responses={
+        422: {"model": ValidationErrorResponse, "description": "malformed or expired event id"},
+        409: {"description": "feedback on this event id was already counted"},
+    },
 )
 async def record_feedback(
     body: FeedbackRequest, service: ServiceDep
@@ -46,6 +50,8 @@ async def record_feedback(
             },
             status_code=422,
         )
+    except DuplicateEventError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
     return FeedbackResponse(
         outcome=result.outcome,
         served_by=result.served_by,

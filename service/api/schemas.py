@@ -119,7 +119,9 @@ class SuggestionsResponse(BaseModel):
                             "served_by": "stable",
                             "model_version": "20260101T000000Z-ab12cd34",
                             "rule": None,
-                            "event_id": "e1.WyJzdGFibGUiLCIyMDI2IiwiR3JvY2VyaWVzIl0.c2VjcmV0bm9u",
+                            "event_id": (
+                                "e2.WyJzdGFibGUiLCIyMDI2IiwiR3JvY2VyaWVzIl0.1796234133.c2VjcmV0bm9u"
+                            ),
                         }
                     ],
                 }
@@ -138,7 +140,9 @@ class FeedbackRequest(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "event_id": "e1.WyJzdGFibGUiLCIyMDI2IiwiR3JvY2VyaWVzIl0.c2VjcmV0bm9uY2Ux",
+                    "event_id": (
+                        "e2.WyJzdGFibGUiLCIyMDI2IiwiR3JvY2VyaWVzIl0.1796234133.c2VjcmV0bm9uY2Ux"
+                    ),
                     "accepted_label": "Groceries",
                 }
             ]

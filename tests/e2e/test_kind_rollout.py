@@ -1,19 +1,24 @@
-"""End to end on a kind cluster: what a user runs first.
+"""End to end on a kind cluster: what a user installs first, on real nodes.
 
-Builds the three images, loads them into kind, installs the chart with helm, trains two
-model versions with the chart's training Job, and rolls the second out with a ModelRollout
-while a load Job sends suggestions: shadow, canary and promotion, all inside the cluster.
+The cluster (hack/cluster.sh up: two schedulable nodes, a shared ReadWriteMany models
+volume) gets the three images built from the Dockerfile (hack/images.sh), then the chart
+as users install it: helm install with the CRDs, RBAC, the controller and its
+ServiceAccount, two suggestion pods on different nodes, the models claim and the
+post-install training Job; ``helm test``. A Prometheus scrapes the pods, an Alertmanager
+sends to the controller's webhook. Then, in order (one module, one story): a second model
+version promoted under in-cluster load; a third rolled back on its analysis; the third
+retried and rolled back by an Alertmanager alert; ``kubectl get mro`` tells it.
 
-Needs a Docker engine and the `kind` binary; tests/e2e/conftest.py skips this directory
-with the reason when either is missing. Set MODELROLLOUT_E2E_KEEP=1 to keep the cluster.
+tests/e2e/conftest.py skips this directory with the reason when no cluster can be had.
+MODELROLLOUT_E2E_KEEP=1 keeps the cluster; MODELROLLOUT_E2E_CLUSTER names it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,18 +30,22 @@ from testbed.process import wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 CLUSTER = os.environ.get("MODELROLLOUT_E2E_CLUSTER", "modelrollout-e2e")
 NS = "modelrollout"
 RELEASE = "mr"
 TARGET = f"{RELEASE}-modelrollout-suggest"
 TAG = "e2e"
-IMAGES = ("controller", "suggest", "training")
+ROLLOUT = "suggest"
 
 
 def run(*args: str, input_text: str | None = None, timeout: float = 600) -> str:
-    proc = subprocess.run(
-        args, input=input_text, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    try:
+        proc = subprocess.run(
+            args, input=input_text, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"{' '.join(args)} did not finish within {timeout} s") from exc
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc.stdout
@@ -44,12 +53,14 @@ def run(*args: str, input_text: str | None = None, timeout: float = 600) -> str:
 
 def tool(name: str) -> str:
     bin_dir = run(str(ROOT / "hack" / "tools.sh"), "--print").strip()
-    pinned = Path(bin_dir) / name
-    return str(pinned) if pinned.exists() else (shutil.which(name) or name)
+    return str(Path(bin_dir) / name)
 
 
-def kubectl(*args: str, input_text: str | None = None) -> str:
-    return run(tool("kubectl"), "--context", f"kind-{CLUSTER}", *args, input_text=input_text)
+def kubectl(*args: str, input_text: str | None = None, timeout: float = 600) -> str:
+    return run(
+        tool("kubectl"), "--context", f"kind-{CLUSTER}", *args, input_text=input_text,
+        timeout=timeout,
+    )  # fmt: skip
 
 
 def wait_for(what: str, check: Any, timeout: float) -> Any:
@@ -59,138 +70,247 @@ def wait_for(what: str, check: Any, timeout: float) -> Any:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    existing = run("kind", "get", "clusters").split()
-    created = CLUSTER not in existing
-    if created:
-        run("kind", "create", "cluster", "--name", CLUSTER, "--wait", "180s", timeout=900)
+    kind = tool("kind")
+    existed = Path(kind).exists() and CLUSTER in run(kind, "get", "clusters").split()
+    t0 = time.monotonic()
+    run(str(ROOT / "hack" / "cluster.sh"), "up", CLUSTER, timeout=3600)
+    print(f"\n[e2e] cluster {CLUSTER} up in {time.monotonic() - t0:.0f} s")
     try:
-        for image in IMAGES:
-            ref = f"modelrollout-{image}:{TAG}"
-            run("docker", "build", "--target", image, "-t", ref, str(ROOT), timeout=1800)
-            run("kind", "load", "docker-image", ref, "--name", CLUSTER)
+        t0 = time.monotonic()
+        refs = run(
+            str(ROOT / "hack" / "images.sh"), "--tag", TAG, "--monitoring", timeout=3600
+        ).split()
+        run(str(ROOT / "hack" / "cluster.sh"), "load", CLUSTER, *refs, timeout=1200)
+        print(f"[e2e] images built and loaded in {time.monotonic() - t0:.0f} s")
         yield CLUSTER
     finally:
-        if created and not os.environ.get("MODELROLLOUT_E2E_KEEP"):
-            run("kind", "delete", "cluster", "--name", CLUSTER)
+        if not existed and not os.environ.get("MODELROLLOUT_E2E_KEEP"):
+            run(str(ROOT / "hack" / "cluster.sh"), "down", CLUSTER, timeout=300)
+
+
+def helm(*args: str, timeout: float = 900) -> str:
+    return run(tool("helm"), "--kube-context", f"kind-{CLUSTER}", *args, timeout=timeout)
+
+
+SPREAD = json.dumps(
+    {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "suggest"}},
+                    "topologyKey": "kubernetes.io/hostname",
+                }
+            ]
+        }
+    }
+)
 
 
 @pytest.fixture(scope="module")
 def installed(cluster: str) -> str:
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        input_text=kubectl("create", "namespace", NS, "--dry-run=client", "-o", "yaml"),
-    )
-    kubectl("apply", "-f", str(ROOT / "tests" / "e2e" / "manifests" / "prometheus.yaml"))
-    sets = [f"{c}.image.tag={TAG}" for c in IMAGES] + [
+    sets = [f"{c}.image.tag={TAG}" for c in ("controller", "suggest", "training")] + [
         "training.initialJob.rows=20000",
-        "training.schedule=0 0 1 1 *",  # a CronJob to start the second training run from
+        "training.schedule=0 0 1 1 *",  # a CronJob to start later training runs from
         "suggest.replicas=2",
+        # The shared volume hack/cluster.sh provides: both nodes mount the same models.
+        "models.storageClassName=modelrollout-shared",
+        "models.accessModes={ReadWriteMany}",
     ]
-    args = [tool("helm"), "--kube-context", f"kind-{cluster}", "upgrade", "--install", RELEASE]
-    args += [str(ROOT / "charts" / "modelrollout"), "-n", NS, "--wait", "--wait-for-jobs"]
-    args += ["--timeout", "10m"]
+    args = ["upgrade", "--install", RELEASE, str(ROOT / "charts" / "modelrollout")]
+    args += ["-n", NS, "--create-namespace", "--wait", "--wait-for-jobs", "--timeout", "15m"]
     for s in sets:
         args += ["--set", s]
-    run(*args, timeout=900)
-    kubectl("-n", NS, "rollout", "status", "deploy/prometheus", "--timeout=300s")
+    args += ["--set-json", f"suggest.affinity={SPREAD}"]
+    t0 = time.monotonic()
+    helm(*args, timeout=1200)
+    print(f"[e2e] helm install in {time.monotonic() - t0:.0f} s")
+    manifest = (HERE / "manifests" / "monitoring.yaml").read_text()
+    manifest = manifest.replace("__NS__", NS).replace("__RELEASE__", RELEASE)
+    if os.environ.get("MODELROLLOUT_E2E_MONITORING") != "public":
+        for public in ("prom/prometheus:v2.55.1", "prom/alertmanager:v0.27.0"):
+            manifest = manifest.replace(public, f"modelrollout-e2e-monitoring:{TAG}")
+    kubectl("apply", "-f", "-", input_text=manifest)
+    for name in ("prometheus", "alertmanager"):
+        kubectl("-n", NS, "rollout", "status", f"deploy/{name}", "--timeout=300s")
     return RELEASE
 
 
-def model_versions() -> list[str]:
+def pods(component: str) -> list[dict[str, Any]]:
     out = kubectl(
-        "-n",
-        NS,
-        "exec",
-        f"deploy/{TARGET}",
-        "--",
-        "python",
-        "-c",
+        "-n", NS, "get", "pods", "-l", f"app.kubernetes.io/component={component}", "-o", "json"
+    )
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def versions_seen_by(pod: str) -> list[str]:
+    out = kubectl(
+        "-n", NS, "exec", pod, "--", "python", "-c",
         "import json; from pathlib import Path; from service.artifact import list_versions;"
         " print(json.dumps(list_versions(Path('/models'))))",
-    )
+    )  # fmt: skip
     versions: list[str] = json.loads(out)
     return versions
 
 
-def rollout_status(name: str) -> dict[str, Any]:
-    body = json.loads(kubectl("-n", NS, "get", "modelrollout", name, "-o", "json"))
-    status: dict[str, Any] = body.get("status") or {}
-    return status
+def model_versions() -> list[str]:
+    """The versions every suggestion pod sees (they must agree: one shared volume)."""
+    seen = {p["metadata"]["name"]: versions_seen_by(p["metadata"]["name"]) for p in pods("suggest")}
+    first, *rest = seen.values()
+    return first if all(r == first for r in rest) else []
+
+
+def train(name: str) -> str:
+    before = model_versions()
+    kubectl("-n", NS, "create", "job", name, f"--from=cronjob/{RELEASE}-modelrollout-train")
+    kubectl("-n", NS, "wait", "--for=condition=complete", f"job/{name}", "--timeout=900s",
+            timeout=960)  # fmt: skip
+    after = wait_for(f"{name}'s version on every pod", lambda: model_versions() != before and
+                     model_versions(), timeout=60)  # fmt: skip
+    return str(after[-1])
+
+
+def status() -> dict[str, Any]:
+    body = json.loads(kubectl("-n", NS, "get", "modelrollout", ROLLOUT, "-o", "json"))
+    st: dict[str, Any] = body.get("status") or {}
+    return st
+
+
+def rollout(version: str, **spec: Any) -> None:
+    body = {
+        "apiVersion": "modelrollout.io/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": ROLLOUT, "namespace": NS},
+        "spec": {
+            "target": TARGET,
+            "model": {"version": version},
+            "shadow": {"percent": 100, "passes": 2},
+            "canary": {"percent": 100, "steps": [10, 50], "stepInterval": "10s"},
+            "analysis": {
+                "prometheusURL": f"http://prometheus.{NS}.svc:9090",
+                "interval": "5s",
+                "window": "30s",
+                "minSamples": 20,
+                "thresholds": {"minAgreement": 0.5},
+                **spec.pop("analysis", {}),
+            },
+            **spec,
+        },
+    }
+    kubectl("apply", "-f", "-", input_text=json.dumps(body))
 
 
 def start_load() -> None:
-    kubectl(
-        "-n",
-        NS,
-        "create",
-        "configmap",
-        "load",
-        f"--from-file={Path(__file__).parent / 'load_job.py'}",
-    )
-    job = f"""
-apiVersion: batch/v1
-kind: Job
-metadata: {{name: load, namespace: {NS}}}
-spec:
-  backoffLimit: 0
-  activeDeadlineSeconds: 900
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-        - name: load
-          image: modelrollout-suggest:{TAG}
-          command: [python, /load/load_job.py]
-          env: [{{name: SUGGEST_URL, value: "http://{TARGET}.{NS}.svc/v1/suggestions"}}]
-          volumeMounts: [{{name: load, mountPath: /load}}]
-      volumes: [{{name: load, configMap: {{name: load}}}}]
-"""
-    kubectl("apply", "-f", "-", input_text=job)
+    kubectl("-n", NS, "create", "configmap", "load", f"--from-file={HERE / 'load_job.py'}")
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "load", "namespace": NS},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 1800,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "load",
+                            "image": f"modelrollout-suggest:{TAG}",
+                            "command": ["python", "/load/load_job.py"],
+                            "env": [
+                                {
+                                    "name": "SUGGEST_URL",
+                                    "value": f"http://{TARGET}.{NS}.svc/v1/suggestions",
+                                },
+                                {"name": "LOAD_SECONDS", "value": "1500"},
+                            ],
+                            "volumeMounts": [{"name": "load", "mountPath": "/load"}],
+                        }
+                    ],
+                    "volumes": [{"name": "load", "configMap": {"name": "load"}}],
+                }
+            },
+        },
+    }
+    kubectl("apply", "-f", "-", input_text=json.dumps(job))
 
 
-def test_a_second_model_is_rolled_out_to_promotion(installed: str) -> None:
-    first = wait_for("the initial training Job's version", model_versions, timeout=300)[-1]
-    kubectl("-n", NS, "create", "job", "train-2", f"--from=cronjob/{RELEASE}-modelrollout-train")
-    kubectl("-n", NS, "wait", "--for=condition=complete", "job/train-2", "--timeout=600s")
-    second = model_versions()[-1]
+@pytest.fixture(scope="module")
+def story(installed: str) -> Iterator[dict[str, str]]:
+    """Versions trained so far, shared by the tests below (they run in file order)."""
+    state: dict[str, str] = {}
+    yield state
+    print("\n[e2e] kubectl get mro -o wide:\n" + kubectl("-n", NS, "get", "mro", "-o", "wide"))
+
+
+def test_the_chart_runs_on_two_nodes_reading_one_models_volume(story: dict[str, str]) -> None:
+    suggest = pods("suggest")
+    assert len(suggest) == 2
+    nodes = {p["spec"]["nodeName"] for p in suggest}
+    assert len(nodes) == 2, f"suggestion pods share a node: {nodes}"
+    (controller,) = pods("controller")
+    assert controller["spec"]["serviceAccountName"] == f"{RELEASE}-modelrollout-controller"
+    claim = json.loads(kubectl("-n", NS, "get", "pvc", f"{RELEASE}-modelrollout-models", "-o",
+                               "json"))  # fmt: skip
+    assert claim["status"]["phase"] == "Bound"
+    assert "ReadWriteMany" in claim["status"]["accessModes"]
+    first = wait_for("the initial training Job's version on both pods", model_versions, 300)
+    story["first"] = first[-1]
+    out = helm("test", RELEASE, "-n", NS, "--timeout", "5m", "--logs")
+    assert "Phase:          Succeeded" in out or "Succeeded" in out
+
+
+def test_a_second_model_is_promoted_under_in_cluster_load(story: dict[str, str]) -> None:
+    first = story["first"]
+    second = train("train-2")
     assert second != first
-
+    story["second"] = second
     start_load()
-    manifest = f"""
-apiVersion: modelrollout.io/v1alpha1
-kind: ModelRollout
-metadata: {{name: suggest, namespace: {NS}}}
-spec:
-  target: {TARGET}
-  model: {{version: {first}}}
-  shadow: {{percent: 100, passes: 2}}
-  canary: {{percent: 100, steps: [10, 50], stepInterval: 10s}}
-  analysis:
-    prometheusURL: http://prometheus.{NS}.svc:9090
-    interval: 5s
-    window: 30s
-    minSamples: 20
-    thresholds: {{minAgreement: 0.5}}
-"""
-    kubectl("apply", "-f", "-", input_text=manifest)
-    wait_for(
-        f"{first} promoted",
-        lambda: (
-            rollout_status("suggest").get("stableVersion") == first
-            and rollout_status("suggest").get("phase") == "Succeeded"
-        ),
-        timeout=600,
-    )
-    kubectl("apply", "-f", "-", input_text=manifest.replace(first, second))
-    wait_for(
-        f"{second} promoted",
-        lambda: (
-            rollout_status("suggest").get("stableVersion") == second
-            and rollout_status("suggest").get("phase") == "Succeeded"
-        ),
-        timeout=600,
-    )
-    events = kubectl("-n", NS, "get", "events", "--field-selector", "involvedObject.name=suggest")
-    assert "Canary" in events or "canary" in events
+    rollout(first)
+    wait_for(f"{first} Succeeded", lambda: status().get("phase") == "Succeeded"
+             and status().get("stableVersion") == first, timeout=600)  # fmt: skip
+    rollout(second)
+    st = wait_for(f"{second} Succeeded", lambda: (s := status()).get("phase") == "Succeeded"
+                  and s.get("stableVersion") == second and s, timeout=900)  # fmt: skip
+    reasons = [h["reason"] for h in st["history"]]
+    assert "ShadowPassed" in reasons
+    assert "CanaryPassed" in reasons
+    # The analysis read Prometheus, which scraped both suggestion pods.
+    assert st["lastAnalysis"]["outcome"] == "Pass"
+    assert st["lastAnalysis"]["figures"]["agreement"] >= 0.5
+
+
+def test_a_bad_model_is_rolled_back_on_its_analysis(story: dict[str, str]) -> None:
+    third = train("train-3")
+    story["third"] = third
+    # A latency bound no model meets here: the analysis fails and the rollout rolls back.
+    rollout(third, analysis={"thresholds": {"minAgreement": 0.5, "maxLatencyP95Seconds": 1e-6}})
+    st = wait_for("RolledBack", lambda: (s := status()).get("phase") == "RolledBack" and s,
+                  timeout=600)  # fmt: skip
+    assert st["history"][-1]["reason"] == "AnalysisFailed"
+    assert st["stableVersion"] == story["second"]
+    assert st["quarantined"][-1]["version"] == third
+
+
+def test_an_alertmanager_alert_rolls_a_rollout_back(story: dict[str, str]) -> None:
+    third = story["third"]
+    rollout(third, retry=1)
+    wait_for("Shadow again", lambda: status().get("phase") == "Shadow", timeout=300)
+    (pod, *_) = (p["metadata"]["name"] for p in pods("suggest"))
+    alert = [{"labels": {"alertname": "SuggestAgreementDrop", "modelrollout": ROLLOUT,
+                         "severity": "page"}}]  # fmt: skip
+    # Posted to Alertmanager's API from inside the cluster; Alertmanager calls the webhook.
+    kubectl(
+        "-n", NS, "exec", pod, "--", "python", "-c",
+        "import httpx, json, sys; httpx.post("
+        f"'http://alertmanager.{NS}.svc:9093/api/v2/alerts', json=json.loads(sys.argv[1]),"
+        " timeout=10).raise_for_status()",
+        json.dumps(alert),
+    )  # fmt: skip
+    st = wait_for("RolledBack by the alert", lambda: (s := status()).get("phase") == "RolledBack"
+                  and s, timeout=120)  # fmt: skip
+    assert st["history"][-1]["reason"] == "AlertFiring"
+    assert st["stableVersion"] == story["second"]
+    table = kubectl("-n", NS, "get", "mro", ROLLOUT)
+    assert "RolledBack" in table
+    assert story["second"] in table

@@ -31,7 +31,7 @@ from testbed.alertmanager import Alertmanager
 from testbed.controlplane import ControlPlane
 from testbed.exporter import MetricsExporter
 from testbed.process import wait_until
-from testbed.prometheus import Prometheus
+from testbed.prometheus import Prometheus, ScrapeTarget
 from testbed.stack import CRD, Cluster, ControllerProcess, rollout_body
 
 TARGET = "suggest"
@@ -75,6 +75,7 @@ class FakeTraffic:
                     n,
                     {
                         "baseline": "stable",
+                        "baseline_version": "none",
                         "shadow_version": v,
                         "category": category,
                         "agree": "true",
@@ -83,7 +84,13 @@ class FakeTraffic:
             e.inc(
                 SHADOW_COMPARISONS_TOTAL,
                 10 - agree,
-                {"baseline": "stable", "shadow_version": v, "category": "coffee", "agree": "false"},
+                {
+                    "baseline": "stable",
+                    "baseline_version": "none",
+                    "shadow_version": v,
+                    "category": "coffee",
+                    "agree": "false",
+                },
             )
             labels = {"role": "candidate", "model_version": v}
             for le in [*INFERENCE_BUCKETS, float("inf")]:
@@ -109,7 +116,8 @@ def env(
     metrics_exporter: MetricsExporter,
     tmp_path: Path,
 ) -> Iterator[tuple[Cluster, ControllerProcess]]:
-    prometheus.set_targets([metrics_exporter.address])
+    # The exporter stands in for the pods of target TARGET (which label every series).
+    prometheus.set_targets([ScrapeTarget(metrics_exporter.address, labels={"target": TARGET})])
     controller = ControllerProcess(control_plane, namespace, tmp_path, prometheus.url)
     controller.start()
     try:

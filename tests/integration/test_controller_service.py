@@ -177,4 +177,4 @@ def test_slow_model_is_rolled_back_on_latency_on_real_suggestion_processes(
     ))  # fmt: skip
     st = _rolled_back_to_v1(stack, "p95 latency")
     assert "agreement" not in st["message"]  # a good model: only its latency failed
-    assert st["lastAnalysis"]["figures"]["latencyP95Seconds"] > 0.01
+    assert st["lastAnalysis"]["figures"]["latencySeconds"] > 0.01

@@ -344,8 +344,16 @@ def test_processes_reconfigured_live_under_load_and_prometheus_counts_agreement(
     assert len(spread) >= 10, f"only {len(spread)} canary users answered by every process"
 
     # -- Prometheus sums exactly the comparisons the test expects
-    per_process = [comparisons_in(httpx.get(f"{s.url}/metrics").text) for s in procs]
-    reported = sum(per_process, Counter())
+    # The shadow is compared on each process's worker thread after the answer: wait until
+    # every process has counted all it made (nothing is shed at this load).
+    def reported_now() -> Counter[tuple[str, str]]:
+        per_process = [comparisons_in(httpx.get(f"{s.url}/metrics").text) for s in procs]
+        return sum(per_process, Counter())
+
+    want_total = sum(expected.comparisons.values())
+    wait_until(lambda: sum(reported_now().values()) >= want_total, timeout=30,
+               what="every shadow comparison counted", on_timeout=tails)  # fmt: skip
+    reported = reported_now()
     total = sum(reported.values())
     # Wait for a scrape after the last request (the counters are still now).
     prom.wait_for(f"sum({SHADOW_COMPARISONS_TOTAL})", lambda v: v == total, timeout=30)

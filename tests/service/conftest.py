@@ -132,7 +132,16 @@ class Served:
         body: dict[str, Any] = response.json()
         return body
 
-    def metric(self, name: str, **labels: str) -> float:
+    def settle(self) -> None:
+        """Wait until the shadow's worker has compared every row queued so far."""
+        assert self.service.suggester.shadow.drain(30), "the shadow queue did not drain"
+
+    def metric(self, name: str, *, settle: bool = True, **labels: str) -> float:
+        """A sample's value (0 when absent); first, unless ``settle`` is false, once the
+        shadow's worker has compared everything queued so far (it runs off the request
+        path, so a comparison is counted shortly after its answer)."""
+        if settle:
+            self.settle()
         value = self.service.metrics.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
 

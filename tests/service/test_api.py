@@ -32,7 +32,7 @@ def test_a_transaction_is_answered_by_the_stable_model(serve: ServeFactory) -> N
     confidences = [c["confidence"] for c in answer["candidates"]]
     assert confidences == sorted(confidences, reverse=True)
     assert len(confidences) == 3  # top_k 3, no confidence threshold: always three
-    assert answer["event_id"].startswith("e1.")
+    assert answer["event_id"].startswith("e2.")
 
 
 def test_answers_come_back_in_request_order_each_with_its_own_event(serve: ServeFactory) -> None:
@@ -85,13 +85,46 @@ def test_feedback_is_counted_by_who_served_and_whether_the_top1_was_kept(
         "model_version": STABLE_VERSION,
         "suggested": top1,
     }
+    [second] = served.suggest(transaction())["suggestions"]
     changed = served.client.post(
-        "/v1/feedback", json={"event_id": answer["event_id"], "accepted_label": "Rent"}
+        "/v1/feedback", json={"event_id": second["event_id"], "accepted_label": "Rent"}
     )
     assert changed.json()["outcome"] == "rejected"
     labels = {"served_by": "stable", "model_version": STABLE_VERSION}
     assert served.metric(names.FEEDBACK_TOTAL, **labels, outcome="accepted") == 1
     assert served.metric(names.FEEDBACK_TOTAL, **labels, outcome="rejected") == 1
+
+
+def test_an_event_id_is_counted_once_per_pod(serve: ServeFactory) -> None:
+    """Issue 12 point 7: the same id posted again counts nothing (409), on this pod."""
+    served = serve(STABLE_ONLY, event_key="shared-secret")
+    [answer] = served.suggest(transaction())["suggestions"]
+    body = {"event_id": answer["event_id"], "accepted_label": answer["candidates"][0]["label"]}
+    assert served.client.post("/v1/feedback", json=body).status_code == 200
+    for _ in range(3):
+        again = served.client.post("/v1/feedback", json=body)
+        assert again.status_code == 409, again.text
+        assert "already counted" in again.text
+    labels = {"served_by": "stable", "model_version": STABLE_VERSION, "outcome": "accepted"}
+    assert served.metric(names.FEEDBACK_TOTAL, **labels) == 1
+
+
+def test_an_expired_event_id_is_refused(serve: ServeFactory) -> None:
+    served = serve(STABLE_ONLY, event_key="shared-secret", event_ttl_seconds=0.001)
+    [answer] = served.suggest(transaction())["suggestions"]
+    body = {"event_id": answer["event_id"], "accepted_label": "Groceries"}
+    response = served.client.post("/v1/feedback", json=body)
+    assert response.status_code == 422  # issued in whole seconds: older than 1 ms at once
+    assert "expired" in response.text
+    assert (
+        served.metric(
+            names.FEEDBACK_TOTAL,
+            served_by="stable",
+            model_version=STABLE_VERSION,
+            outcome="accepted",
+        )
+        == 0
+    )
 
 
 def test_feedback_reaches_any_pod(serve: ServeFactory) -> None:
@@ -111,7 +144,7 @@ def test_feedback_reaches_any_pod(serve: ServeFactory) -> None:
 def test_signed_event_ids_refuse_forgeries(serve: ServeFactory) -> None:
     served = serve(STABLE_ONLY, event_key="shared-secret")
     [answer] = served.suggest(transaction())["suggestions"]
-    assert answer["event_id"].count(".") == 3
+    assert answer["event_id"].count(".") == 4
     forged = answer["event_id"].rsplit(".", 1)[0] + ".AAAAAAAAAAAAAAAA"
     response = served.client.post(
         "/v1/feedback", json={"event_id": forged, "accepted_label": "Groceries"}
@@ -170,6 +203,7 @@ def test_metrics_expose_the_contract(serve: ServeFactory) -> None:
         )
     )
     served.suggest(*(transaction(f"t{i}", mcc="5411") for i in range(10)))
+    served.settle()  # the shadow is compared on its worker thread, after the answer
     response = served.client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -192,6 +226,7 @@ def test_metrics_expose_the_contract(serve: ServeFactory) -> None:
         served.metric(
             names.SHADOW_COMPARISONS_TOTAL,
             baseline="stable",
+            baseline_version="v1",
             shadow_version="v2",
             category="Groceries",
             agree=agree,

@@ -109,6 +109,7 @@ def test_the_shadow_is_compared_but_never_returned(serve: ServeFactory) -> None:
         [("NETFLIX.COM", -15.5), ("UBER *TRIP", -21.0), ("ACME PAYROLL", 3200.0)] * 10
     )]  # fmt: skip
     answers = served.suggest(*txns)["suggestions"]
+    served.settle()
     assert {a["served_by"] for a in answers} == {"stable"}
     assert {a["model_version"] for a in answers} == {STABLE_VERSION}
     registry = served.service.metrics.registry
@@ -130,11 +131,13 @@ def test_heuristic_mode_with_shadow_is_the_original_shadow_mode(serve: ServeFact
     )
     netflix = transaction(merchant="NETFLIX.COM", memo="", mcc="5815")
     [answer] = served.suggest(netflix)["suggestions"]
+    served.settle()
     assert answer["served_by"] == "rules"
     assert answer["rule"] == "entertainment-streaming"
     compared = served.metric(
         names.SHADOW_COMPARISONS_TOTAL,
         baseline="rules",
+        baseline_version="none",
         shadow_version=STABLE_VERSION,
         category="Entertainment",
         agree="true",
@@ -155,6 +158,7 @@ def test_candidates_below_min_confidence_are_dropped(serve: ServeFactory) -> Non
         ServingConfig(generation=1, stable=STABLE_VERSION, min_confidence=0.05, top_k=10)
     )
     [answer] = served.suggest(transaction(merchant="NETFLIX.COM", memo=""))["suggestions"]
+    served.settle()
     assert answer["served_by"] == "stable"
     assert all(c["confidence"] >= 0.05 for c in answer["candidates"])
     assert len(answer["candidates"]) < 10
@@ -175,6 +179,7 @@ def test_a_model_error_falls_back_to_rules_and_is_counted(
     monkeypatch.setattr(LoadedModel, "predict_proba", broken)
     body = served.suggest(transaction("a"), transaction("b"))
     assert {a["served_by"] for a in body["suggestions"]} == {"rules"}
+    served.settle()  # the candidate raised in shadow, on the shadow's worker
     assert served.metric(names.MODEL_ERRORS_TOTAL, role="stable", model_version="v1") == 1
     assert served.metric(names.MODEL_ERRORS_TOTAL, role="candidate", model_version="v2") == 1
     assert served.metric(names.FALLBACKS_TOTAL, reason="model_error") == 2
@@ -262,7 +267,12 @@ def test_disabled_serves_rules_without_computing_models(serve: ServeFactory) -> 
     [answer] = served.suggest(transaction())["suggestions"]
     assert answer["served_by"] == "rules"
     assert served.metric(names.FALLBACKS_TOTAL, reason="disabled") == 1
-    assert served.metric(names.INFERENCE_SECONDS + "_count", role="stable", model_version="v1") == 0
+    assert (
+        served.metric(
+            names.INFERENCE_SECONDS + "_count", role="stable", model_version="v1", path="served"
+        )
+        == 0
+    )
 
 
 def test_with_compiling_on_a_loaded_version_moves_to_compiled_trees_while_serving(
@@ -292,9 +302,10 @@ def test_a_fault_delay_shows_in_its_versions_latency_and_changes_no_answer(
     for _ in range(3):
         body = served.suggest(transaction())
         assert body["suggestions"][0]["served_by"] == "stable"  # answers are unchanged
-    labels = {"role": "candidate", "model_version": CANDIDATE_VERSION}
+    served.settle()
+    labels = {"role": "candidate", "model_version": CANDIDATE_VERSION, "path": "shadow"}
     slow = served.metric(f"{names.INFERENCE_SECONDS}_sum", **labels)
     evaluations = served.metric(f"{names.INFERENCE_SECONDS}_count", **labels)
-    # The shadow's rows were evaluated together (service/shadow.py), each evaluation slowed.
+    # The shadow's rows were evaluated on its worker (service/shadow.py), each evaluation slowed.
     assert evaluations >= 1
-    assert slow >= evaluations * 0.05  # a lower bound: sleep never returns early
+    assert slow >= evaluations * 0.05  # a lower bound: the burn never returns early

@@ -174,3 +174,39 @@ def test_bad_fault_delays_are_refused_with_the_variable(
     monkeypatch.setenv("MODELROLLOUT_FAULT_DELAY", raw)
     with pytest.raises(SettingsError, match=r"MODELROLLOUT_FAULT_DELAY=.*VERSION=SECONDS"):
         Settings().fault_delays()
+
+
+def test_faults_parse_per_version_and_the_old_delay_is_a_burn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "MODELROLLOUT_FAULTS",
+        '{"v2": {"burn": 0.02, "fraction": 0.05}, "bad": {"relabel": {"Dining": "Shopping"}}}',
+    )
+    monkeypatch.setenv("MODELROLLOUT_FAULT_DELAY", "v2=1,old=0.5")
+    plan = Settings().fault_plan()
+    assert (plan["v2"].burn, plan["v2"].fraction) == (0.02, 0.05)  # FAULTS wins for v2
+    assert plan["bad"].relabel == {"Dining": "Shopping"}
+    assert (plan["old"].burn, plan["old"].fraction) == (0.5, 1.0)
+    monkeypatch.delenv("MODELROLLOUT_FAULTS")
+    monkeypatch.delenv("MODELROLLOUT_FAULT_DELAY")
+    assert Settings().fault_plan() == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("{", "not JSON"),
+        ("[1]", "Input should be a valid dictionary"),
+        ('{"v2": {"burn": 11}}', r"v2\.burn"),
+        ('{"v2": {"burn": 0.1, "fraction": 0}}', r"v2\.fraction"),
+        ('{"v2": {"sleep": 0.1}}', r"v2\.sleep: Extra inputs"),
+        ('{"v2": {"relabel": {"Dining": ""}}}', r"v2\.relabel"),
+    ],
+)
+def test_bad_faults_are_refused_with_the_variable(
+    monkeypatch: pytest.MonkeyPatch, raw: str, why: str
+) -> None:
+    monkeypatch.setenv("MODELROLLOUT_FAULTS", raw)
+    with pytest.raises(SettingsError, match=rf"MODELROLLOUT_FAULTS=.*{why}"):
+        Settings().fault_plan()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import Counter
 from typing import Any, cast
@@ -18,7 +17,6 @@ from service.models import LoadedModel
 from service.rules import RuleEngine
 from service.serving_config import ServingConfig
 from service.shadow import ShadowQueue, ShadowRows
-from service.suggest import Batch
 from testbed.process import wait_until
 from tests.service.conftest import CANDIDATE_VERSION, STABLE_VERSION, ServeFactory, transaction
 
@@ -43,7 +41,9 @@ def varied(n: int) -> list[dict[str, Any]]:
 
 
 def samples(served: Any, name: str) -> Counter[tuple[tuple[str, str], ...]]:
-    """Every sample of ``name`` by its labels (reading the registry flushes the queue)."""
+    """Every sample of ``name`` by its labels, once the shadow's worker has compared
+    everything queued so far."""
+    assert served.service.suggester.shadow.drain(30), "the shadow queue did not drain"
     return Counter(
         {
             tuple(sorted(s.labels.items())): s.value
@@ -54,60 +54,144 @@ def samples(served: Any, name: str) -> Counter[tuple[tuple[str, str], ...]]:
     )
 
 
-def test_small_requests_shadows_wait_and_reading_the_metrics_counts_them(
-    serve: ServeFactory,
-) -> None:
+def test_the_worker_compares_small_requests_shadows_in_groups(serve: ServeFactory) -> None:
     served = serve(FULL_SHADOW, shadow_batch_rows=32, coalesce=False)
     queue = served.service.suggester.shadow
     for txn in varied(5):
         assert served.suggest(txn)["suggestions"][0]["served_by"] == "stable"
-    assert queue.pending_rows == 5
-    assert queue.evaluations == 0
-    candidate = {"role": "candidate", "model_version": CANDIDATE_VERSION}
-    assert served.metric(f"{names.INFERENCE_SECONDS}_count", **candidate) == 1  # one group
-    assert queue.pending_rows == 0
-    assert queue.evaluations == 1
     assert sum(samples(served, names.SHADOW_COMPARISONS_TOTAL).values()) == 5
-    stable = {"role": "stable", "model_version": STABLE_VERSION}
+    assert queue.pending_rows == 0
+    candidate = {"role": "candidate", "model_version": CANDIDATE_VERSION, "path": "shadow"}
+    assert served.metric(f"{names.INFERENCE_SECONDS}_count", **candidate) == queue.evaluations
+    assert 1 <= queue.evaluations <= 5
+    stable = {"role": "stable", "model_version": STABLE_VERSION, "path": "served"}
     assert served.metric(f"{names.INFERENCE_SECONDS}_count", **stable) == 5
 
 
-def test_the_queue_evaluates_by_itself_once_it_holds_batch_rows(serve: ServeFactory) -> None:
+def test_reading_the_metrics_or_the_probes_evaluates_no_model(serve: ServeFactory) -> None:
+    served = serve(FULL_SHADOW, shadow_batch_rows=32, coalesce=False)
+    queue = served.service.suggester.shadow
+    queue.max_wait = 3600.0  # the worker waits for 32 rows: only a reader could flush
+    for txn in varied(5):
+        served.suggest(txn)
+    for path in ("/metrics", "/readyz", "/healthz", "/v1/models"):
+        assert served.client.get(path).status_code == 200
+    assert (queue.evaluations, queue.pending_rows) == (0, 5)
+    text = served.client.get("/metrics").text
+    assert names.SHADOW_COMPARISONS_TOTAL + "{" not in text
+
+
+def test_the_worker_evaluates_once_batch_rows_wait(serve: ServeFactory) -> None:
     served = serve(FULL_SHADOW, shadow_batch_rows=4, coalesce=False)
     queue = served.service.suggester.shadow
+    queue.max_wait = 3600.0
     for i, txn in enumerate(varied(9)):
         served.suggest(txn)
-        if i in (3, 7):  # the 4th and 8th rows fill it: evaluated in the loop's next turn
+        if i in (3, 7):  # the 4th and 8th rows make a group
             evaluations = i // 4 + 1
-            wait_until(lambda n=evaluations: queue.evaluations == n, timeout=10, what="a flush")
+            wait_until(lambda n=evaluations: queue.evaluations == n, timeout=10, what="a group")
     assert (queue.evaluations, queue.pending_rows) == (2, 1)
 
 
-def test_on_the_event_loop_a_full_queue_is_evaluated_after_the_answer(
-    serve: ServeFactory,
-) -> None:
-    service = serve(FULL_SHADOW, shadow_batch_rows=2, coalesce=False).service
-    queue = service.suggester.shadow
-    one = Batch(ids=["a"], merchants=["UBER *TRIP"], memos=[""], amounts=[-21.5], user_ids=["u"])
-
-    async def main() -> tuple[int, int, int]:
-        await service.answer(one)
-        await service.answer(one)  # fills the queue; its answer is back before the flush
-        before = queue.evaluations
-        pending = queue.pending_rows
-        await asyncio.sleep(0)  # the loop's next turn
-        return before, pending, queue.evaluations
-
-    assert asyncio.run(main()) == (0, 2, 1)
+def test_the_oldest_row_waits_at_most_max_wait(serve: ServeFactory) -> None:
+    served = serve(FULL_SHADOW, shadow_batch_rows=1000, coalesce=False)
+    served.suggest(transaction())
+    queue = served.service.suggester.shadow
+    wait_until(lambda: queue.evaluations == 1, timeout=10, what="the lone row compared")
     assert queue.pending_rows == 0
 
 
-def test_a_batch_of_batch_rows_or_more_is_compared_with_its_answer(serve: ServeFactory) -> None:
+def test_a_large_batch_is_answered_before_its_shadow_is_evaluated(
+    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     served = serve(FULL_SHADOW, shadow_batch_rows=4, coalesce=False)
-    served.suggest(*varied(4))
+    gate = Gate(monkeypatch)
+    answers = served.suggest(*varied(100))["suggestions"]  # on a worker thread: > inline_rows
+    assert {a["served_by"] for a in answers} <= {"stable", "rules"}
+    wait_until(lambda: gate.stuck == 1, timeout=10, what="the candidate evaluating")
+    gate.open()
+    assert sum(samples(served, names.SHADOW_COMPARISONS_TOTAL).values()) == 100
+
+
+class Gate:
+    """The candidate's evaluations wait until :meth:`open` (30 s at most): a candidate that
+    never finishes while the test runs. ``stuck`` counts evaluations waiting now."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self.stuck = 0
+        original = LoadedModel.predict_proba
+
+        def gated(model: LoadedModel, features: Any) -> Any:
+            if model.version == CANDIDATE_VERSION:
+                with self._lock:
+                    self.stuck += 1
+                self._event.wait(30)
+                with self._lock:
+                    self.stuck -= 1
+            return original(model, features)
+
+        monkeypatch.setattr(LoadedModel, "predict_proba", gated)
+
+    def open(self) -> None:
+        self._event.set()
+
+
+def test_a_candidate_that_never_finishes_slows_no_answer_and_its_shed_rows_are_counted(
+    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounded load (120 one-transaction requests, 1 batch of 30) against a candidate in
+    100% shadow that does not finish any evaluation until the test lets it: every answer
+    comes back, from stable, while the candidate is stuck (so none waited for it); what
+    the queue could not hold is shed and counted; after the candidate finishes, every row
+    is either compared or shed, never both, never lost."""
+    served = serve(FULL_SHADOW, shadow_batch_rows=8, shadow_queue_rows=40, coalesce=False)
     queue = served.service.suggester.shadow
-    assert (queue.evaluations, queue.pending_rows) == (0, 0)
-    assert served.service.metrics.shadow_comparisons.collect()[0].samples  # counted already
+    gate = Gate(monkeypatch)
+    try:
+        for txn in varied(120):
+            [answer] = served.suggest(txn)["suggestions"]
+            assert (answer["served_by"], answer["model_version"]) in {
+                ("stable", STABLE_VERSION),
+                ("rules", None),  # low confidence: the rules answer, as without shadow
+            }
+        batch = served.suggest(*varied(30))["suggestions"]
+        assert len(batch) == 30
+        wait_until(lambda: gate.stuck == 1, timeout=10, what="the candidate evaluating")
+        shed = {
+            reason: served.metric(
+                names.SHADOW_SHED_TOTAL,
+                settle=False,  # the worker is stuck: nothing to wait for
+                reason=reason,
+                shadow_version=CANDIDATE_VERSION,
+            )
+            for reason in ("queue_full", "cpu_budget", "stopped")
+        }
+        assert shed["queue_full"] > 0
+        assert shed["cpu_budget"] == shed["stopped"] == 0
+        assert queue.pending_rows <= 40
+        assert served.metric(names.PREDICTIONS_TOTAL, settle=False, served_by="candidate",
+                             model_version=CANDIDATE_VERSION) == 0  # fmt: skip
+    finally:
+        gate.open()
+    compared = sum(samples(served, names.SHADOW_COMPARISONS_TOTAL).values())
+    assert compared + shed["queue_full"] == 150
+    assert compared == queue.compared_rows > 0
+
+
+def test_rows_left_at_stop_and_offered_after_it_are_shed_as_stopped(serve: ServeFactory) -> None:
+    served = serve(FULL_SHADOW, shadow_batch_rows=32, coalesce=False)
+    queue = served.service.suggester.shadow
+    queue.max_wait = 3600.0
+    for txn in varied(3):
+        served.suggest(txn)
+    queue.stop()
+    served.suggest(transaction("after"))
+    stopped = served.metric(
+        names.SHADOW_SHED_TOTAL, reason="stopped", shadow_version=CANDIDATE_VERSION
+    )
+    assert (stopped, queue.pending_rows, queue.evaluations) == (4, 0, 0)
 
 
 @pytest.mark.parametrize(
@@ -132,16 +216,17 @@ def test_a_batch_of_batch_rows_or_more_is_compared_with_its_answer(serve: ServeF
     ],
     ids=["shadow", "canary-and-shadow", "rules-and-shadow", "high-threshold"],
 )
-def test_deferred_comparisons_equal_comparisons_made_with_the_answer(
+def test_grouped_comparisons_equal_comparisons_made_one_request_at_a_time(
     serve: ServeFactory, config: ServingConfig
 ) -> None:
-    now = serve(config, shadow_batch_rows=1, coalesce=False)
-    later = serve(config, shadow_batch_rows=7, coalesce=False)
+    one = serve(config, shadow_batch_rows=1, coalesce=False)  # a group per request
+    grouped = serve(config, shadow_batch_rows=7, coalesce=False)
+    grouped.service.suggester.shadow.max_wait = 3600.0  # groups of 7 (and a last one)
+    now, later = one, grouped
     txns = varied(60)
     for txn in txns:
         [a], [b] = now.suggest(txn)["suggestions"], later.suggest(txn)["suggestions"]
         assert {**a, "event_id": None} == {**b, "event_id": None}
-    assert later.service.suggester.shadow.evaluations >= 1
     compared = samples(now, names.SHADOW_COMPARISONS_TOTAL)
     assert sum(compared.values()) == 60
     assert samples(later, names.SHADOW_COMPARISONS_TOTAL) == compared
@@ -160,16 +245,19 @@ def test_a_shadow_that_raises_later_is_counted_and_answers_nothing(
             raise RuntimeError("boom")
         return original(self, features)
 
+    assert served.service.suggester.shadow.drain(30)
     monkeypatch.setattr(LoadedModel, "predict_proba", broken_candidate)
     served.suggest(transaction("b"))
+    assert served.service.suggester.shadow.drain(30)
     assert served.metric(names.MODEL_ERRORS_TOTAL, role="candidate", model_version="v2") == 1
     assert served.metric(names.MODEL_ERRORS_TOTAL, role="stable", model_version="v1") == 0
-    assert sum(samples(served, names.SHADOW_COMPARISONS_TOTAL).values()) == 0
+    assert sum(samples(served, names.SHADOW_COMPARISONS_TOTAL).values()) == 1  # only "a"
     assert served.service.suggester.shadow.pending_rows == 0
 
 
 def test_a_comparison_keeps_the_version_it_was_routed_to(serve: ServeFactory) -> None:
     served = serve(FULL_SHADOW, shadow_batch_rows=32, coalesce=False)
+    served.service.suggester.shadow.max_wait = 3600.0  # "a" still queued at the swap
     served.suggest(transaction("a"))
     swapped = ServingConfig(
         generation=2, stable=CANDIDATE_VERSION, candidate=STABLE_VERSION, shadow_percent=100
@@ -199,7 +287,7 @@ def test_rows_added_from_many_threads_are_all_compared_once() -> None:
         evaluated.append(len(x))
         return np.tile([0.9, 0.1], (len(x), 1))
 
-    queue = ShadowQueue(evaluate, RuleEngine.default(), metrics, batch_rows=16)
+    queue = ShadowQueue(evaluate, RuleEngine.default(), metrics, batch_rows=16, max_rows=4 * 600)
     model: Any = _Model()
 
     def add(n: int) -> None:
@@ -210,6 +298,7 @@ def test_rows_added_from_many_threads_are_all_compared_once() -> None:
                     model=model,
                     features=extract(["m"] * 3, [""] * 3, [1.0] * 3),
                     baselines=["stable"] * 3,
+                    baseline_versions=["s1"] * 3,
                     served_top1=["A", "B", "A"],
                     rules_top1=[None] * 3,
                     merchants=["m"] * 3,
@@ -224,15 +313,28 @@ def test_rows_added_from_many_threads_are_all_compared_once() -> None:
         t.start()
     for t in threads:
         t.join()
-    queue.flush()
+    assert queue.drain(30)
+    queue.stop()
     assert sum(evaluated) == 4 * 200 * 3
     agree = metrics.registry.get_sample_value(
         names.SHADOW_COMPARISONS_TOTAL,
-        {"baseline": "stable", "shadow_version": "m1", "category": "A", "agree": "true"},
+        {
+            "baseline": "stable",
+            "baseline_version": "s1",
+            "shadow_version": "m1",
+            "category": "A",
+            "agree": "true",
+        },
     )
     disagree = metrics.registry.get_sample_value(
         names.SHADOW_COMPARISONS_TOTAL,
-        {"baseline": "stable", "shadow_version": "m1", "category": "B", "agree": "false"},
+        {
+            "baseline": "stable",
+            "baseline_version": "s1",
+            "shadow_version": "m1",
+            "category": "B",
+            "agree": "false",
+        },
     )
     assert (agree, disagree) == (1600, 800)
 
@@ -252,6 +354,7 @@ def test_a_failing_comparison_drops_its_rows_and_never_raises(
         model=cast(Any, _Model()),
         features=extract(["m"], [""], [1.0]),
         baselines=["stable"],
+        baseline_versions=["s1"],
         served_top1=["A"],
         rules_top1=[None],
         merchants=["m"],
@@ -259,14 +362,29 @@ def test_a_failing_comparison_drops_its_rows_and_never_raises(
         amounts=[1.0],
         min_confidence=0.9,
     )
-    queue.add(rows)  # fills the queue: flushed at once, off any event loop
+    assert queue.add(rows)
+    assert queue.drain(30)
+    queue.stop()
     assert queue.pending_rows == 0
     assert "1 rows of candidate dropped" in caplog.text
     assert metrics.registry.get_sample_value(names.SHADOW_COMPARISONS_TOTAL, {
-        "baseline": "stable", "shadow_version": "m1", "category": "A", "agree": "true"
+        "baseline": "stable", "baseline_version": "s1", "shadow_version": "m1", "category": "A",
+        "agree": "true",
     }) is None  # fmt: skip
 
 
-def test_batch_rows_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="at least 1"):
-        ShadowQueue(lambda *_: None, RuleEngine.default(), ServiceMetrics(), batch_rows=0)
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"batch_rows": 0}, "batch_rows must be at least 1"),
+        ({"cpu_share": 0.0}, "cpu_share must be in"),
+        ({"cpu_share": 1.5}, "cpu_share must be in"),
+        ({"max_rows": 0}, "max_rows must be at least 1"),
+        ({"max_wait": -1.0}, "max_wait must not be negative"),
+    ],
+)
+def test_the_budget_must_make_sense(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ShadowQueue(
+            lambda *_: None, RuleEngine.default(), ServiceMetrics(), **{"batch_rows": 1, **settings}
+        )

@@ -182,8 +182,15 @@ def _webhook_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELROLLOUT_WEBHOOK_TOKEN", "s3cret")
 
 
-def _run_webhook(headers: dict[str, str], payload: Any) -> tuple[int, Any, list[Any]]:
+def _run_webhook(
+    headers: dict[str, str], payload: Any, *, listing: KubeError | None = None
+) -> tuple[int, Any, list[Any]]:
     recorded: list[tuple[RolloutRef, ReceivedAlert]] = []
+
+    async def rollouts() -> list[RolloutRef]:
+        if listing is not None:
+            raise listing
+        return [REF]
 
     async def record(ref: RolloutRef, alert: ReceivedAlert) -> bool:
         recorded.append((ref, alert))
@@ -191,7 +198,7 @@ def _run_webhook(headers: dict[str, str], payload: Any) -> tuple[int, Any, list[
 
     async def go() -> tuple[int, Any]:
         tokens = TokenSource(None)
-        app = webhook_app(tokens, lambda: [REF], record)
+        app = webhook_app(tokens, rollouts, record)
         async with TestClient(TestServer(app)) as client:
             resp = await client.post("/alertmanager/webhook", json=payload, headers=headers)
             return resp.status, await resp.json()
@@ -235,3 +242,22 @@ def test_webhook_rejects_a_malformed_payload() -> None:
     assert status == 400
     assert "invalid payload" in body["error"]
     assert recorded == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(KubeError(0, "Unreachable", "connection refused"), id="apiserver-down"),
+        pytest.param(KubeError(403, "Forbidden", "cannot list"), id="forbidden"),
+    ],
+)
+def test_webhook_that_cannot_list_rollouts_answers_503_so_alertmanager_retries(
+    error: KubeError,
+) -> None:
+    """Before: matching used an in-memory map (empty on a standby or at start-up) and
+    answered 200 with nothing matched, which Alertmanager never retries."""
+    status, body, recorded = _run_webhook({"Authorization": "Bearer s3cret"}, FIRING,
+                                          listing=error)  # fmt: skip
+    assert status == 503
+    assert recorded == []
+    assert body["matched"] == []

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
+import httpx
 import pytest
 
 from controller.analysis import judge
-from controller.model import AnalysisOutcome, AnalysisSpec, Figures
+from controller.model import AnalysisOutcome, AnalysisResult, AnalysisSpec, Figures
+from controller.prometheus import Prometheus, run_analysis
 
 pytestmark = pytest.mark.unit
 
 P, F, INC = AnalysisOutcome.PASS, AnalysisOutcome.FAIL, AnalysisOutcome.INCONCLUSIVE
-GOOD: dict[str, Any] = {"samples": 500, "agreement": 0.95, "error_rate": 0.0}
+GOOD: dict[str, Any] = {"samples": 500, "agreement": 0.95, "evaluations": 500, "errors": 0}
+LATENCY: dict[str, Any] = {
+    "served_latency_seconds": 0.0004,
+    "served_evaluations": 100,
+    "stable_latency_seconds": 0.0003,
+}
 
 
 def spec(**thresholds: Any) -> AnalysisSpec:
@@ -27,37 +37,156 @@ def spec(**thresholds: Any) -> AnalysisSpec:
         pytest.param({**GOOD, "samples": 99}, spec(), INC, "99 comparisons", id="few-samples"),
         pytest.param({"samples": 0}, spec(), INC, "0 comparisons", id="no-traffic"),
         pytest.param(
-            {**GOOD, "samples": 10, "error_rate": 0.5},
+            {**GOOD, "samples": 10, "evaluations": 10, "errors": 5},
             spec(),
             F,
-            "error rate",
+            "error rate 0.0500",
             id="errors-fail-even-with-few-samples",
         ),
+        # Issue 12 point 6: one error in 50 evaluations is not a 2% error rate.
         pytest.param(
-            {**GOOD, "worst_category": "rent", "worst_category_agreement": 0.6},
-            spec(minCategoryAgreement=0.8),
+            {**GOOD, "evaluations": 50, "errors": 1}, spec(), P, None, id="one-error-in-50"
+        ),
+        pytest.param(
+            {**GOOD, "evaluations": 50, "errors": 2},
+            spec(),
             F,
-            "category 'rent'",
-            id="worst-category",
+            "error rate 0.0200 > 0.0100 (2 errors in 50",
+            id="two-errors-in-50-already-breach-100",
+        ),
+        pytest.param(
+            {**GOOD, "evaluations": 1000, "errors": 11}, spec(), F, "error rate", id="errors"
+        ),
+        # Issue 12 point 4: per-category agreement is on by default.
+        pytest.param(
+            {**GOOD, "worst_category": "Dining", "worst_category_agreement": 0.05},
+            spec(),
+            F,
+            "category 'Dining' agreement 0.050 < 0.700",
+            id="worst-category-by-default",
         ),
         pytest.param(
             {**GOOD, "worst_category": "rent", "worst_category_agreement": 0.6},
+            spec(minCategoryAgreement=0.5),
+            P,
+            None,
+            id="worst-category-above-a-lower-bound",
+        ),
+        pytest.param(
+            {
+                **GOOD,
+                "clear_category": "Income",
+                "clear_category_agreement": 0.0,
+                "clear_category_samples": 14,
+                "clear_category_bound": 0.39,
+            },
+            spec(),
+            F,
+            "category 'Income' agreement 0.000 in 14 comparisons (at most 0.390) < 0.700",
+            id="few-comparisons-but-clear-harm-in-a-category",
+        ),
+        pytest.param(
+            {
+                **GOOD,
+                "samples": 12,
+                "clear_category": "Income",
+                "clear_category_agreement": 0.0,
+                "clear_category_samples": 12,
+                "clear_category_bound": 0.43,
+            },
+            spec(),
+            F,
+            "category 'Income'",
+            id="clear-harm-fails-before-minSamples",
+        ),
+        pytest.param(
+            {
+                **GOOD,
+                "clear_category": "Rent",
+                "clear_category_agreement": 0.5,
+                "clear_category_samples": 4,
+                "clear_category_bound": 0.93,
+            },
             spec(),
             P,
             None,
-            id="category-not-judged-unless-asked",
+            id="few-comparisons-and-not-clear-is-not-judged",
         ),
         pytest.param(
-            {**GOOD, "latency_p95_seconds": 0.05},
+            {**GOOD, "worst_category": "rent", "worst_category_agreement": 0.1},
+            spec(minCategoryAgreement=None),
+            P,
+            None,
+            id="category-turned-off",
+        ),
+        pytest.param(
+            {**GOOD, "latency_seconds": 0.05},
             spec(maxLatencyP95Seconds=0.01),
             F,
-            "p95 latency",
+            "p95 latency 0.0500s > 0.0100s",
             id="latency",
+        ),
+        pytest.param(
+            {**GOOD, "latency_seconds": 0.05},
+            spec(maxLatencySeconds=0.01, latencyQuantile=0.99),
+            F,
+            "p99 latency 0.0500s > 0.0100s",
+            id="latency-p99",
+        ),
+        # The relative bound, on by default: 1.5x stable + 2 ms in the same window.
+        pytest.param({**GOOD, **LATENCY}, spec(), P, None, id="latency-like-stable"),
+        pytest.param(
+            {**GOOD, **LATENCY, "served_latency_seconds": 0.0024},
+            spec(),
+            P,
+            None,
+            id="latency-within-the-allowance",
+        ),
+        pytest.param(
+            {**GOOD, **LATENCY, "served_latency_seconds": 0.04},
+            spec(),
+            F,
+            "p95 latency 0.0400s serving > 1.5x stable's 0.0003s + 0.002s",
+            id="latency-relative-to-stable",
+        ),
+        pytest.param(
+            {**GOOD, **LATENCY, "served_latency_seconds": 0.04},
+            spec(maxLatencyRatio=None),
+            P,
+            None,
+            id="latency-relative-off",
+        ),
+        pytest.param(
+            {**GOOD, "latency_seconds": 0.04, "stable_latency_seconds": 0.0003},
+            spec(),
+            P,
+            None,
+            id="latency-relative-compares-served-evaluations-only",
+        ),
+        pytest.param(
+            {**GOOD, **LATENCY, "served_latency_seconds": 0.04, "served_evaluations": 5},
+            spec(),
+            P,
+            None,
+            id="latency-relative-needs-min-latency-samples",
+        ),
+        pytest.param(
+            {**GOOD, **LATENCY, "served_latency_seconds": 0.04, "stable_latency_seconds": None},
+            spec(),
+            P,
+            None,
+            id="latency-relative-needs-a-stable-model",
         ),
         pytest.param(
             GOOD, spec(maxLatencyP95Seconds=0.01), INC, "no latency", id="latency-unknown"
         ),
-        pytest.param({**GOOD, "error_rate": None}, spec(), INC, "no evaluations", id="no-evals"),
+        pytest.param(
+            {**GOOD, "evaluations": None, "errors": None},
+            spec(),
+            INC,
+            "no evaluations",
+            id="no-evals",
+        ),
         pytest.param(
             {**GOOD, "feedback_samples": 50, "feedback_acceptance_ratio": 0.7},
             spec(minFeedbackAcceptanceRatio=0.9),
@@ -113,14 +242,126 @@ def test_custom_checks(value: float | None, outcome: AnalysisOutcome) -> None:
     assert got == outcome
 
 
+# Issue 12 point 5: a query that fails makes its own checks short, never hides a breach.
+@pytest.mark.parametrize(
+    ("figures", "custom", "broken", "outcome", "reason"),
+    [
+        pytest.param(
+            {**GOOD, "agreement": 0.40},
+            {},
+            {"ratio": "Prometheus query failed (503)"},
+            F,
+            "agreement 0.400",
+            id="measured-breach-beside-a-failed-check-fails",
+        ),
+        pytest.param(
+            GOOD,
+            {},
+            {"ratio": "Prometheus query failed (503)"},
+            INC,
+            "custom check 'ratio': Prometheus query failed (503)",
+            id="failed-check-alone-is-inconclusive",
+        ),
+        pytest.param(GOOD, {"ratio": 0.5}, {}, P, None, id="everything-answered-and-good-passes"),
+    ],
+)
+def test_a_failed_check_is_inconclusive_for_itself_only(
+    figures: dict[str, Any],
+    custom: dict[str, float | None],
+    broken: dict[str, str],
+    outcome: AnalysisOutcome,
+    reason: str | None,
+) -> None:
+    analysis = AnalysisSpec.model_validate(
+        {"customChecks": [{"name": "ratio", "query": "x", "min": 0.1, "max": 1.0}]}
+    )
+    got, reasons = judge(
+        Figures.model_validate(figures), analysis, custom=custom, custom_unavailable=broken
+    )
+    assert got == outcome
+    if reason is not None:
+        assert any(reason in r for r in reasons), reasons
+
+
+def test_a_custom_breach_fails_even_when_the_main_query_failed() -> None:
+    analysis = AnalysisSpec.model_validate(
+        {"customChecks": [{"name": "ratio", "query": "x", "max": 1.0}]}
+    )
+    got, reasons = judge(
+        Figures(), analysis, unavailable="Prometheus query failed (422)", custom={"ratio": 3.0}
+    )
+    assert got == F
+    assert reasons == ["custom check 'ratio' 3 > max 1"]
+
+
 def test_status_shows_figures_rounded_and_judging_uses_them_unrounded() -> None:
-    figures = Figures(samples=2020.0, agreement=0.7499996, latency_p95_seconds=0.01234567)
+    figures = Figures(samples=2020.0, agreement=0.7499996, latency_seconds=0.01234567)
     shown = figures.dump()
     assert shown["agreement"] == 0.75  # what kubectl get mro shows
-    assert shown["latencyP95Seconds"] == 0.012346
+    assert shown["latencySeconds"] == 0.012346
     assert shown["samples"] == 2020.0
     outcome, reasons = judge(
         figures, AnalysisSpec.model_validate({"thresholds": {"minAgreement": 0.75}})
     )
     assert outcome is AnalysisOutcome.FAIL  # 0.7499996 < 0.75, although shown as 0.75
     assert any("agreement" in r for r in reasons)
+
+
+def _run_with(answers: dict[str, httpx.Response], analysis: AnalysisSpec) -> AnalysisResult:
+    """run_analysis against a Prometheus stand-in answering by query (built-in or custom)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        query = parse_qs(request.content.decode())["query"][0]
+        return answers["main" if "label_replace" in query else query]
+
+    async def run() -> AnalysisResult:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+            return await run_analysis(
+                Prometheus(client),
+                "http://prometheus:9090",
+                analysis,
+                candidate="v2",
+                stable="v1",
+                candidate_since=None,
+                now=datetime(2026, 12, 2, tzinfo=UTC),
+            )
+
+    return asyncio.run(run())
+
+
+def _vector(**figures: float) -> httpx.Response:
+    result = [
+        {"metric": {"figure": name}, "value": [0, str(value)]} for name, value in figures.items()
+    ]
+    return httpx.Response(
+        200, json={"status": "success", "data": {"resultType": "vector", "result": result}}
+    )
+
+
+def test_a_breach_is_kept_when_a_custom_check_query_fails() -> None:
+    """Issue 12 point 5: agreement 0.40 plus a flapping check used to read inconclusive."""
+    analysis = AnalysisSpec.model_validate(
+        {"customChecks": [{"name": "ratio", "query": "flaky_ratio", "min": 0.5}]}
+    )
+    broken = httpx.Response(503, text="overloaded")
+    bad = _vector(samples=500, agreement=0.40, evaluations=500, errors=0)
+    result = _run_with({"main": bad, "flaky_ratio": broken}, analysis)
+    assert result.outcome is F
+    assert any("agreement 0.400" in r for r in result.reasons)
+    assert result.figures.agreement == 0.40
+    good = _vector(samples=500, agreement=0.97, evaluations=500, errors=0)
+    result = _run_with({"main": good, "flaky_ratio": broken}, analysis)
+    assert result.outcome is INC
+    assert any("custom check 'ratio'" in r and "503" in r for r in result.reasons)
+
+
+def test_a_custom_breach_is_kept_when_the_main_query_fails() -> None:
+    analysis = AnalysisSpec.model_validate(
+        {"customChecks": [{"name": "ratio", "query": "bad_ratio", "min": 0.5}]}
+    )
+    scalar = httpx.Response(
+        200, json={"status": "success", "data": {"resultType": "scalar", "result": [0, "0.1"]}}
+    )
+    result = _run_with({"main": httpx.Response(503, text="down"), "bad_ratio": scalar}, analysis)
+    assert result.outcome is F
+    assert result.reasons[-1] == "custom check 'ratio' 0.1 < min 0.5"

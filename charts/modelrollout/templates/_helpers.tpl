@@ -88,3 +88,56 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "modelrollout.webhookSecret" -}}
 {{- default (printf "%s-webhook" (include "modelrollout.fullname" .)) .Values.controller.webhook.existingSecret }}
 {{- end }}
+
+{{/* The alert rules (PrometheusRule spec, or a rule file): agreement drop, latency,
+model error rate, model availability. An Alertmanager route to the controller's webhook
+turns any of them into a rollback of the rollouts they match. */}}
+{{- define "modelrollout.alertGroups" -}}
+{{- $r := .Values.monitoring.prometheusRule -}}
+groups:
+  - name: modelrollout.suggest
+    rules:
+      - alert: SuggestAgreementDrop
+        # Shadow agreement between the served answer and the shadow model, over 1 h.
+        expr: |
+          sum(rate(modelrollout_shadow_comparisons_total{agree="true"}[1h]))
+            / sum(rate(modelrollout_shadow_comparisons_total[1h]))
+            < {{ $r.agreementThreshold }}
+        for: 5m
+        labels: {severity: warning}
+        annotations:
+          summary: Shadow agreement of suggestions dropped below {{ $r.agreementThreshold }}
+      - alert: SuggestLatencyHigh
+        # p95 of one model evaluation, per served version.
+        expr: |
+          histogram_quantile(0.95, sum by (le, model_version) (
+            rate(modelrollout_inference_seconds_bucket{role!="rules"}[10m])))
+            > {{ $r.latencyP95Seconds }}
+        for: 10m
+        labels: {severity: warning}
+        annotations:
+          summary: 'Model {{ "{{ $labels.model_version }}" }}: p95 evaluation above {{ $r.latencyP95Seconds }} s'
+      - alert: SuggestModelErrors
+        # Model evaluations that raised (each request fell back to the rules).
+        expr: |
+          sum by (model_version) (rate(modelrollout_model_errors_total[10m]))
+            / sum by (model_version) (rate(modelrollout_inference_seconds_count{role!="rules"}[10m]))
+            > {{ $r.errorRatio }}
+        for: 10m
+        labels: {severity: page}
+        annotations:
+          summary: 'Model {{ "{{ $labels.model_version }}" }}: more than {{ $r.errorRatio }} of evaluations fail'
+      - alert: SuggestModelUnavailable
+        # A model is configured but answers come from the rules: no loadable version.
+        expr: sum(rate(modelrollout_fallbacks_total{reason="no_model"}[5m])) > 0
+        for: 5m
+        labels: {severity: page}
+        annotations:
+          summary: Suggestions are served by the rules because no configured model version loads
+      - alert: SuggestModelLoadErrors
+        # A version failed verification or loading (bad checksum, unreadable file).
+        expr: increase(modelrollout_model_load_errors_total[15m]) > 0
+        labels: {severity: warning}
+        annotations:
+          summary: 'Model {{ "{{ $labels.model_version }}" }} failed to load'
+{{- end }}
