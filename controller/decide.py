@@ -14,13 +14,26 @@ The order of one pass (like Argo Rollouts' rolloutContext, one reading per tick)
    it -> ``Failed``; a new firing alert -> ``RolledBack``; a new abort token ->
    ``RolledBack``; a new promote token -> ``Promoting``. A rollback quarantines the
    candidate and returns all traffic to the stable version, or to rules when there is none.
-3. pause: ``spec.paused`` freezes a rollout in flight (``Paused``); nothing new starts.
+   After a promotion (``Promoting``, then ``Succeeded`` until
+   ``analysis.postPromotionWindow`` has passed) a new alert or abort rolls back to the
+   version the promotion replaced (``status.promotion.previous``) and quarantines the
+   promoted one.
+3. pause: ``spec.paused`` freezes a rollout in flight (``Paused``); nothing new starts. A
+   promotion under way still completes, and a bake window still ends.
 4. version: the spec names the stable version -> ``Succeeded``; a quarantined version ->
    stays back (``RolledBack``) until ``spec.retry`` passes the quarantine's; otherwise a
    version other than the current candidate starts over in ``Shadow``.
 5. progress: count a new analysis (once, by its time and version); fail or inconclusive
    limits roll back; enough passes, time and converged pods advance Shadow -> Canary
    steps -> Promoting; Promoting -> Succeeded once every pod serves the promotion.
+   ``spec.canary.percent`` set to 0 mid-canary holds (never promotes on no evidence).
+   A stage that runs past its least time plus ``spec.progressDeadline``: condition
+   ``Progressing=False/ProgressDeadlineExceeded``, a Warning Event, and
+   ``progressDeadlinePolicy`` (Hold, or Rollback).
+6. stable health: a pod that reports a load error for the stable version (it serves
+   rules instead): condition ``StableServing=False``, a Warning Event, a line in
+   specVsServed, and no analysis passes while it lasts (the candidate would be judged
+   against rules).
 
 Worked examples (spec: shadow 100 %, 3 passes; canary steps [10, 50] up to 100 %):
 
@@ -55,6 +68,7 @@ from controller.model import (
     InconclusivePolicy,
     Phase,
     PodSummary,
+    Promotion,
     Quarantine,
     ReceivedAlert,
     RolloutSpec,
@@ -161,11 +175,39 @@ class _Pass:
         self.transition(to, reason, f"{message}; all traffic back to {back_to}", warning=True)
         self.rollback_reason = reason
 
+    def roll_back_promotion(self, reason: str, message: str) -> None:
+        """Undo the promotion in ``status.promotion``: its previous version serves again."""
+        st = self.st
+        promo = st.promotion
+        assert promo is not None
+        promoted = promo.version
+        entry = Quarantine(
+            version=promoted, reason=reason, message=message, time=self.now, retry=self.spec.retry
+        )
+        st.quarantined = [q for q in st.quarantined if q.version != promoted]
+        st.quarantined = [*st.quarantined, entry][-QUARANTINE_LIMIT:]
+        st.stable_version = promo.previous
+        st.candidate_version = promoted
+        st.promotion = None
+        st.paused_phase = None
+        st.step_index = None
+        self.reset_counters()
+        ago = (self.now - promo.time).total_seconds()
+        self.transition(
+            Phase.ROLLED_BACK,
+            reason,
+            f"{message} after the promotion of {promoted} ({ago:.0f}s ago); all traffic back "
+            f"to {promo.previous or 'rules'}",
+            warning=True,
+        )
+        self.rollback_reason = reason
+
     def promote(self, reason: str, message: str) -> None:
         st = self.st
         cand = st.candidate_version
         assert cand is not None
         previous = st.stable_version or "rules"
+        st.promotion = Promotion(version=cand, previous=st.stable_version, time=self.now)
         st.stable_version = cand
         st.candidate_version = None
         st.step_index = None
@@ -286,6 +328,7 @@ def decide(
             if st.phase in (Phase.SHADOW, Phase.CANARY):
                 st.paused_phase = st.phase
                 p.transition(Phase.PAUSED, "Paused", f"rollout of {st.candidate_version} paused")
+            _settle_promotion(p, was_converged)
         else:
             if st.phase == Phase.PAUSED:
                 resumed = st.paused_phase or Phase.SHADOW
@@ -301,6 +344,7 @@ def _emergencies(p: _Pass) -> bool:
     st, obs = p.st, p.observed
     cand = st.candidate_version
     in_flight = st.phase in IN_FLIGHT and cand is not None
+    baking = _baking(p)
 
     new_alerts = [a for a in obs.alerts if a.key not in st.handled_alerts]
     if new_alerts:
@@ -315,6 +359,13 @@ def _emergencies(p: _Pass) -> bool:
     if promote:
         st.handled_promote = promote
 
+    if baking and (new_alerts or abort):
+        if new_alerts:
+            names = ", ".join(sorted({a.alertname or a.fingerprint for a in new_alerts}))
+            p.roll_back_promotion("AlertFiring", f"alert firing: {names}")
+        else:
+            p.roll_back_promotion("ManualAbort", "aborted by request")
+        return True
     if not in_flight:
         for a in new_alerts:
             p.note(
@@ -350,6 +401,44 @@ def _emergencies(p: _Pass) -> bool:
         p.promote("ManualPromote", "promoted by request")
         return True
     return False
+
+
+def _baking(p: _Pass) -> bool:
+    """Whether the last promotion can still be rolled back: Promoting, or Succeeded within
+    ``analysis.postPromotionWindow`` of the promoted version serving all traffic."""
+    st = p.st
+    promo = st.promotion
+    if promo is None or st.stable_version != promo.version:
+        return False
+    if st.phase == Phase.PROMOTING:
+        return True
+    window = parse_duration(p.spec.analysis.post_promotion_window)
+    return st.phase == Phase.SUCCEEDED and p.now - promo.time < window
+
+
+def _settle_promotion(p: _Pass, was_converged: bool) -> None:
+    """Promoting -> Succeeded once the pods serve it; the bake window's end. Runs paused too."""
+    st = p.st
+    if st.phase == Phase.PROMOTING:
+        if was_converged:
+            p.transition(
+                Phase.SUCCEEDED, "Promoted", f"{st.stable_version} serves all traffic as stable"
+            )
+            if st.promotion is not None:
+                # The bake window runs from when the promoted version serves everything.
+                st.promotion = st.promotion.model_copy(update={"time": p.now})
+        return
+    promo = st.promotion
+    if promo is not None and not _baking(p):
+        st.promotion = None
+        if st.phase == Phase.SUCCEEDED and st.stable_version == promo.version:
+            p.note(
+                "Normal",
+                "PromotionBaked",
+                f"{promo.version} served {p.spec.analysis.post_promotion_window} after its "
+                f"promotion with no alert: {promo.previous or 'rules'} is no longer the "
+                "rollback target",
+            )
 
 
 def _select_version(p: _Pass) -> None:
@@ -406,6 +495,7 @@ def _select_version(p: _Pass) -> None:
     st.candidate_version = want
     st.candidate_since = p.now
     st.candidate_generation = None
+    st.promotion = None  # the new candidate's rollback target is the current stable
     st.step_index = None
     st.paused_phase = None
     p.reset_counters()
@@ -418,11 +508,11 @@ def _select_version(p: _Pass) -> None:
 
 def _progress(p: _Pass, was_converged: bool) -> None:
     spec, st, now = p.spec, p.st, p.now
-    if st.phase == Phase.PROMOTING:
-        if was_converged:
-            p.transition(
-                Phase.SUCCEEDED, "Promoted", f"{st.stable_version} serves all traffic as stable"
-            )
+    if st.phase in (Phase.PROMOTING, Phase.SUCCEEDED):
+        promoting = st.phase == Phase.PROMOTING
+        _settle_promotion(p, was_converged)
+        if promoting and st.phase == Phase.PROMOTING:
+            _check_deadline(p)
         return
     if st.phase not in (Phase.SHADOW, Phase.CANARY):
         return
@@ -432,6 +522,8 @@ def _progress(p: _Pass, was_converged: bool) -> None:
         steps = spec.canary.effective_steps()
         st.step_index = min(st.step_index or 0, max(len(steps) - 1, 0))
     if _count_analysis(p):
+        return
+    if _check_deadline(p):
         return
 
     if not was_converged or st.phase_since is None:
@@ -459,7 +551,12 @@ def _progress(p: _Pass, was_converged: bool) -> None:
 
     steps = spec.canary.effective_steps()
     if not steps:
-        _finish_stages(p, "CanaryRemoved", "canary removed from the spec")
+        # canary.percent set to 0 mid-canary: no canary traffic, and no evidence at the
+        # stage the spec now describes, so hold (never promote on it).
+        held = "holding: spec.canary.percent is 0 mid-canary; raise it to go on, or annotate"
+        if not st.message.startswith(held):
+            st.message = f"{held} to promote"
+            p.note("Warning", "CanaryHeld", st.message)
         return
     idx = st.step_index or 0
     if st.passes < spec.canary.passes_per_step or in_stage < parse_duration(
@@ -496,6 +593,14 @@ def _count_analysis(p: _Pass) -> bool:
         return False
     if st.phase_since is not None and a.time < st.phase_since:
         return False
+    broken = _stable_broken(p)
+    if broken and a.outcome == AnalysisOutcome.PASS:
+        a = a.model_copy(
+            update={
+                "outcome": AnalysisOutcome.INCONCLUSIVE,
+                "reasons": [f"{broken}: the candidate was compared with rules"],
+            }
+        )
     st.last_analysis = a
     p.analysis_counted = a.outcome
     reasons = "; ".join(a.reasons)
@@ -519,6 +624,7 @@ def _count_analysis(p: _Pass) -> bool:
         )
         return False
     st.consecutive_inconclusive += 1
+    st.passes = 0  # "consecutive" passes: an inconclusive analysis breaks the run
     limit = spec.analysis.inconclusive_limit
     if st.consecutive_inconclusive >= limit:
         if spec.analysis.inconclusive_policy == InconclusivePolicy.ROLLBACK:
@@ -531,6 +637,63 @@ def _count_analysis(p: _Pass) -> bool:
         if st.consecutive_inconclusive == limit:
             st.message = f"holding: {limit} inconclusive analyses ({reasons})"
             p.note("Warning", "AnalysisHeld", st.message)
+    return False
+
+
+def _stable_broken(p: _Pass) -> str | None:
+    """Why the stable version does not serve on some live pod (it serves rules), or None."""
+    stable = p.st.stable_version
+    if stable is None:
+        return None
+    for r in p.observed.reports:
+        why = r.load_errors.get(stable)
+        if why is not None:
+            return f"pod {r.pod} cannot load stable {stable} ({why}); it serves rules"
+    return None
+
+
+def _deadline_exceeded(p: _Pass) -> str | None:
+    """The message when the current stage has overrun its progress deadline, else None."""
+    spec, st = p.spec, p.st
+    deadline = parse_duration(spec.progress_deadline)
+    if deadline.total_seconds() <= 0 or spec.paused or st.phase_since is None:
+        return None
+    if st.phase == Phase.SHADOW:
+        least = parse_duration(spec.shadow.duration)
+    elif st.phase == Phase.CANARY:
+        least = parse_duration(spec.canary.step_interval)
+    elif st.phase == Phase.PROMOTING:
+        least = parse_duration("0s")
+    else:
+        return None
+    if not spec.auto_promote and st.message.startswith("awaiting promotion"):
+        return None  # waiting for a person is not a lack of progress
+    ran = p.now - st.phase_since
+    if ran <= least + deadline:
+        return None
+    return (
+        f"no progress in {st.phase.value} for {ran.total_seconds():.0f}s "
+        f"(progressDeadline {spec.progress_deadline} beyond the stage's least time)"
+    )
+
+
+def _check_deadline(p: _Pass) -> bool:
+    """Apply progressDeadlinePolicy once the deadline is exceeded; True when rolled back."""
+    message = _deadline_exceeded(p)
+    if message is None:
+        return False
+    st = p.st
+    if p.spec.progress_deadline_policy == InconclusivePolicy.ROLLBACK:
+        if st.phase == Phase.PROMOTING and st.promotion is not None:
+            p.roll_back_promotion("ProgressDeadlineExceeded", message)
+        elif st.candidate_version is not None and st.phase != Phase.PROMOTING:
+            p.roll_back(Phase.ROLLED_BACK, "ProgressDeadlineExceeded", message)
+        else:
+            return False
+        return True
+    old = next((c for c in st.conditions if c.type == "Progressing"), None)
+    if old is None or old.reason != "ProgressDeadlineExceeded":
+        p.note("Warning", "ProgressDeadlineExceeded", f"{message}; holding")
     return False
 
 
@@ -552,7 +715,7 @@ def _finish(p: _Pass, *, serving_allowed: bool) -> Plan:
     st.pods = PodSummary(live=len(reports), converged=done)
     is_converged = done == len(reports)
     _conditions(p, is_converged)
-    st.spec_vs_served = _spec_vs_served(spec, st)
+    st.spec_vs_served = _spec_vs_served(spec, st, reports)
 
     serving = None
     if served is not None:
@@ -590,14 +753,28 @@ def _conditions(p: _Pass, is_converged: bool) -> None:
         now=now,
     )
     progressing = st.phase in (Phase.SHADOW, Phase.CANARY, Phase.PROMOTING)
+    overrun = _deadline_exceeded(p)
     _set_condition(
         st,
         "Progressing",
-        status="True" if progressing else "False",
-        reason=st.phase.value,
-        message=st.message,
+        status="True" if progressing and overrun is None else "False",
+        reason=st.phase.value if overrun is None else "ProgressDeadlineExceeded",
+        message=st.message if overrun is None else overrun,
         now=now,
     )
+    broken = _stable_broken(p)
+    old = next((c for c in st.conditions if c.type == "StableServing"), None)
+    if broken is not None and (old is None or old.status != "False"):
+        p.note("Warning", "StableNotServing", broken)
+    if broken is not None or old is not None:
+        _set_condition(
+            st,
+            "StableServing",
+            status="False" if broken else "True",
+            reason="StableLoadError" if broken else "StableLoaded",
+            message=broken or f"{st.stable_version or 'rules'} serves on every live pod",
+            now=now,
+        )
     _set_condition(
         st,
         "Paused",
@@ -623,7 +800,9 @@ def _conditions(p: _Pass, is_converged: bool) -> None:
         )
 
 
-def _spec_vs_served(spec: RolloutSpec, st: RolloutStatus) -> list[str]:
+def _spec_vs_served(
+    spec: RolloutSpec, st: RolloutStatus, reports: Sequence[PodReport] = ()
+) -> list[str]:
     """Human-readable differences between what the spec asks and what is served."""
     want = spec.model.version
     served = st.serving
@@ -631,6 +810,9 @@ def _spec_vs_served(spec: RolloutSpec, st: RolloutStatus) -> list[str]:
         return [f"spec asks for {want}; nothing served by this rollout yet ({st.phase.value})"]
     out: list[str] = []
     stable = served.stable or "rules"
+    broken = [r.pod for r in reports if served.stable and served.stable in r.load_errors]
+    if broken:
+        out.append(f"stable {served.stable}: not loaded on {', '.join(broken)} (serving rules)")
     if want not in (served.stable, served.candidate):
         why = {
             Phase.ROLLED_BACK: "rolled back",

@@ -216,6 +216,10 @@ class AnalysisSpec(_Camel):
     failure_limit: int = Field(default=1, ge=1, le=100)
     inconclusive_limit: int = Field(default=3, ge=1, le=1000)
     inconclusive_policy: InconclusivePolicy = InconclusivePolicy.HOLD
+    post_promotion_window: Duration = "5m"
+    """Bake time after promotion: an alert or abort inside it rolls back to the previous
+    stable version. Alert rules usually fire 30 s to minutes after the harm begins (their
+    ``for:``), so without it an alert that fires just after the last step is lost."""
     label_selector: dict[str, str] = Field(default_factory=dict)
     """Extra label matchers on every query (e.g. ``namespace``, ``job``)."""
     custom_checks: list[CustomCheck] = Field(default_factory=list, max_length=10)
@@ -245,6 +249,9 @@ class RolloutSpec(_Camel):
     auto_promote: bool = True
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    progress_deadline: Duration = "10m"
+    """How long a stage may run beyond its least time without progressing (0s: never)."""
+    progress_deadline_policy: InconclusivePolicy = InconclusivePolicy.HOLD
     paused: bool = False
     retry: int = Field(default=0, ge=0)
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -398,6 +405,15 @@ class ReceivedAlert(_Camel):
         return f"{self.fingerprint}@{self.starts_at}"
 
 
+class Promotion(_Camel):
+    """The last promotion, kept (with the version it replaced) through the bake window."""
+
+    version: ModelVersion
+    previous: ModelVersion | None = None
+    """The stable version before the promotion; None: rules."""
+    time: datetime
+
+
 class Condition(_Camel):
     type: str
     status: Literal["True", "False", "Unknown"]
@@ -448,6 +464,9 @@ class RolloutStatus(_Camel):
     consecutive_inconclusive: int = 0
     passes: int = 0
     quarantined: list[Quarantine] = Field(default_factory=list)
+    promotion: Promotion | None = None
+    """Set at promotion, cleared when postPromotionWindow has passed or a new rollout starts:
+    while set, an alert rolls back to ``promotion.previous``."""
     alerts: list[ReceivedAlert] = Field(default_factory=list)
     """Written by the webhook only; the controller never writes this field."""
     handled_alerts: list[str] = Field(default_factory=list)
@@ -464,22 +483,37 @@ class RolloutStatus(_Camel):
 
 
 def parse_status(raw: dict[str, Any] | None) -> RolloutStatus:
-    """Status as stored; anything unreadable is dropped rather than blocking the rollout."""
+    """Status as stored; anything unreadable is dropped rather than blocking the rollout.
+
+    Field by field, and in a list entry by entry: one malformed quarantine entry drops
+    that entry, never the whole list (which would un-quarantine every version).
+
+    >>> st = parse_status({"quarantined": [{"version": "v1"},
+    ...     {"version": "v2", "reason": "AlertFiring", "time": "2026-01-01T00:00:00Z"}]})
+    >>> [q.version for q in st.quarantined]
+    ['v2']
+    """
     if not raw:
         return RolloutStatus()
     try:
         return RolloutStatus.model_validate(raw)
     except ValidationError:
-        # Keep what parses field by field: a status written by an older controller must
-        # never wedge the rollout.
+        # A status written by an older controller (or by hand) must never wedge the rollout.
         good: dict[str, Any] = {}
         for key, value in raw.items():
-            try:
-                RolloutStatus.model_validate({key: value})
-            except ValidationError:
-                continue
-            good[key] = value
+            if _valid_status_field(key, value):
+                good[key] = value
+            elif isinstance(value, list):
+                good[key] = [item for item in value if _valid_status_field(key, [item])]
         return RolloutStatus.model_validate(good)
+
+
+def _valid_status_field(key: str, value: Any) -> bool:
+    try:
+        RolloutStatus.model_validate({key: value})
+    except ValidationError:
+        return False
+    return True
 
 
 def quarantined(status: RolloutStatus, version: str, retry: int) -> Quarantine | None:

@@ -10,7 +10,9 @@ polls a condition with a deadline.
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from service.metric_names import (
     SHADOW_COMPARISONS_TOTAL,
 )
 from service.serving_config import (
+    ServingConfig,
     configmap_name,
 )
 from testbed.alertmanager import Alertmanager
@@ -388,3 +391,152 @@ def test_webhook_without_the_token_changes_nothing(
     assert ok.status_code == 200
     assert ok.json()["matched"][0]["rollout"] == f"{cluster.ns}/guarded"
     cluster.wait_status("guarded", phase_is("RolledBack"), "RolledBack", controller, 20)
+
+
+class PodStandIn(threading.Thread):
+    """A pod that follows the rollout's serving generation in its report Lease, until
+    ``freeze`` is set: then it stays on the last generation (a promotion never converges)."""
+
+    def __init__(self, cluster: Cluster, name: str, *, freeze_in: str = "Promoting") -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.name_ = cluster, name
+        self.freeze_in = freeze_in
+        self.stop = threading.Event()
+        self.reported = -1
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            try:
+                st = self.cluster.status(self.name_)
+            except Exception:
+                continue
+            gen = int(st.get("servingGeneration") or 0)
+            if st.get("phase") != self.freeze_in and gen != self.reported:
+                self.cluster.report("pod-a", gen)
+                self.reported = gen
+
+
+def test_alert_during_promoting_rolls_back_to_the_previous_stable(
+    env: tuple[Cluster, ControllerProcess],
+    prometheus: Prometheus,
+    metrics_exporter: MetricsExporter,
+) -> None:
+    """Before: an alert in Promoting was 'handled' and ignored, and the previous stable was
+    already overwritten, so there was nothing to roll back to."""
+    cluster, controller = env
+    cluster.write_serving(ServingConfig(generation=1, stable="v1"))
+    pod = PodStandIn(cluster, "baked")
+    with FakeTraffic(metrics_exporter, "v2"):
+        cluster.apply(rollout_body(
+            "baked", "v2", prometheus.url, canary={"percent": 0},
+            alerts={"matchLabels": {"team": "ml"}},
+        ))  # fmt: skip
+        pod.start()
+        try:
+            st = cluster.wait_status("baked", phase_is("Promoting"), "Promoting", controller, 60)
+            assert st["stableVersion"] == "v2"
+            assert st["promotion"]["previous"] == "v1"
+            with Alertmanager(controller.webhook_url, bearer_token=controller.token) as am:
+                am.fire({"alertname": "SuggestAgreementDrop", "team": "ml"})
+                st = cluster.wait_status("baked", phase_is("RolledBack", "Succeeded"),
+                                         "the rollback", controller, 30)  # fmt: skip
+        finally:
+            pod.stop.set()
+    assert st["phase"] == "RolledBack", json.dumps(st["history"], indent=1)
+    assert (st.get("stableVersion"), st["candidateVersion"]) == ("v1", "v2")
+    assert st["history"][-1]["reason"] == "AlertFiring"
+    assert "all traffic back to v1" in st["message"]
+    assert st["quarantined"][-1]["version"] == "v2"
+    serving = cluster.serving()
+    assert serving is not None
+    assert (serving.stable, serving.candidate) == ("v1", None)
+    warnings = [e for e in cluster.events("baked") if e["type"] == "Warning"]
+    assert any(e["reason"] == "AlertFiring" and "promotion of v2" in e["message"]
+               for e in warnings)  # fmt: skip
+
+
+def test_deleting_a_rollout_mid_rollout_hands_the_target_back_to_the_stable_version(
+    env: tuple[Cluster, ControllerProcess], prometheus: Prometheus
+) -> None:
+    """Before: the ConfigMap was garbage-collected with the rollout and the pods, which keep
+    their last configuration, went on serving the candidate."""
+    cluster, controller = env
+    cluster.write_serving(ServingConfig(generation=3, stable="v1"))
+    cluster.apply(rollout_body("gone", "v2", prometheus.url))
+    st = cluster.wait_status("gone", phase_is("Shadow"), "phase Shadow", controller)
+    wait_until(lambda: (c := cluster.serving()) is not None and c.candidate == "v2",
+               timeout=20, what="v2 in shadow")  # fmt: skip
+    cluster.kubectl("delete", "mro", "gone", "--wait=true", "--timeout=30s")
+    serving = cluster.serving()
+    assert serving is not None, "the ConfigMap was deleted with the rollout"
+    assert (serving.stable, serving.candidate, serving.shadow_percent) == ("v1", None, 0.0)
+    assert serving.generation > st["servingGeneration"]
+    cm = json.loads(cluster.kubectl("get", "configmap", configmap_name(TARGET), "-o", "json"))
+    assert not cm["metadata"].get("ownerReferences")
+    # The next rollout of the target adopts what it serves.
+    cluster.apply(rollout_body("next", "v3", prometheus.url))
+    st = cluster.wait_status("next", phase_is("Shadow"), "phase Shadow", controller)
+    assert st["stableVersion"] == "v1"
+
+
+class HangingPrometheus:
+    """Accepts connections and never answers: each connection is recorded with the time it
+    opened and, once the client gives up, closed."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections: list[dict[str, float | None]] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            entry: dict[str, float | None] = {"opened": time.monotonic(), "closed": None}
+            self.connections.append(entry)
+            threading.Thread(target=self._hold, args=(conn, entry), daemon=True).start()
+
+    @staticmethod
+    def _hold(conn: socket.socket, entry: dict[str, float | None]) -> None:
+        with conn:
+            while True:
+                try:
+                    if not conn.recv(4096):
+                        break
+                except OSError:
+                    break
+        entry["closed"] = time.monotonic()
+
+    def open_since(self, moment: float) -> bool:
+        return any(c["closed"] is None and (c["opened"] or 0) < moment for c in self.connections)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_alert_rolls_back_while_a_prometheus_query_still_hangs(
+    env: tuple[Cluster, ControllerProcess],
+) -> None:
+    """Before: the Prometheus call held the per-rollout lock, so an alert rollback waited
+    behind a slow Prometheus (up to the query timeout, every analysis interval)."""
+    cluster, controller = env
+    prom = HangingPrometheus()
+    try:
+        cluster.apply(rollout_body("stuck", "v2", prom.url))
+        cluster.wait_status("stuck", phase_is("Shadow"), "phase Shadow", controller)
+        wait_until(lambda: prom.open_since(time.monotonic()), timeout=20,
+                   what="an analysis query hanging")  # fmt: skip
+        posted = time.monotonic()
+        payload = {"version": "4", "status": "firing", "alerts": [{
+            "status": "firing", "fingerprint": "5l0w", "startsAt": "2026-12-02T00:00:00Z",
+            "labels": {"alertname": "X", "modelrollout": "stuck"}}]}  # fmt: skip
+        resp = httpx.post(controller.webhook_url, json=payload,
+                          headers={"Authorization": f"Bearer {controller.token}"})  # fmt: skip
+        assert resp.status_code == 200
+        cluster.wait_status("stuck", phase_is("RolledBack"), "RolledBack", controller, 30)
+        assert prom.open_since(posted), "the rollback waited for the hanging query"
+    finally:
+        prom.close()

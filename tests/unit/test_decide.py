@@ -17,6 +17,7 @@ from controller.model import (
     AnalysisOutcome,
     AnalysisResult,
     Phase,
+    Promotion,
     Quarantine,
     ReceivedAlert,
     RolloutSpec,
@@ -129,6 +130,7 @@ PASS = analysis(AnalysisOutcome.PASS)
 FAIL = analysis(AnalysisOutcome.FAIL)
 INCONCLUSIVE = analysis(AnalysisOutcome.INCONCLUSIVE)
 CLUSTER_V1 = ServingConfig(generation=57, stable="v1")
+PROMOTED = Promotion(version="v2", previous="v1", time=NOW - timedelta(seconds=30))
 
 ROWS = [
     # ---------------------------------------------------------------- starting
@@ -230,7 +232,16 @@ ROWS = [
         in_flight(S, Phase.SHADOW, passes=3, last=PASS_EARLIER),
         Observed(reports=pods(), analysis=INCONCLUSIVE),
         Phase.SHADOW,
-        check={"passes": 3, "consecutive_inconclusive": 1},
+        # "consecutive" passes: an inconclusive analysis breaks the run (it did not).
+        check={"passes": 0, "consecutive_inconclusive": 1},
+    ),
+    Row(
+        "inconclusive-between-passes-restarts-the-count",
+        S,
+        in_flight(S, Phase.SHADOW, passes=2, last=PASS_EARLIER),
+        Observed(reports=pods(), analysis=INCONCLUSIVE),
+        Phase.SHADOW,
+        check={"passes": 0},
     ),
     Row(
         "shadow-passed-with-no-canary-promotes",
@@ -277,6 +288,18 @@ ROWS = [
         served_candidate=None,
         canary=0.0,
         bumped=True,
+        check={"promotion": Promotion(version="v2", previous="v1", time=NOW)},
+    ),
+    Row(
+        "canary-percent-set-to-zero-mid-canary-holds-rather-than-promotes",
+        make_spec(**{"canary.percent": 0, "canary.steps": []}),
+        in_flight(S, Phase.CANARY, step=1),
+        Observed(reports=pods(), analysis=PASS),
+        Phase.CANARY,
+        events=["CanaryHeld"],
+        served_candidate="v2",
+        canary=0.0,
+        check={"promotion": None, "message": lambda m: m.startswith("holding")},
     ),
     Row(
         "canary-last-step-without-auto-promote-awaits",
@@ -316,6 +339,240 @@ ROWS = [
         Phase.PROMOTING,
         stable="v2",
         candidate=None,
+    ),
+    Row(
+        "paused-while-promoting-still-finishes",
+        make_spec(paused=True),
+        in_flight(
+            S, Phase.PROMOTING, stable_version="v2", candidate_version=None, promotion=PROMOTED
+        ),
+        Observed(reports=pods()),
+        Phase.SUCCEEDED,
+        ["Promoted"],
+        stable="v2",
+        candidate=None,
+        check={"promotion": PROMOTED.model_copy(update={"time": NOW})},
+    ),
+    Row(
+        "alert-while-promoting-rolls-back-to-the-previous-stable",
+        S,
+        in_flight(
+            S, Phase.PROMOTING, stable_version="v2", candidate_version=None, promotion=PROMOTED
+        ),
+        Observed(reports=pods(GEN - 1), alerts=[alert()]),
+        Phase.ROLLED_BACK,
+        ["AlertFiring"],
+        ["AlertFiring"],
+        stable="v1",
+        candidate="v2",
+        served_candidate=None,
+        bumped=True,
+        check={
+            "promotion": None,
+            "quarantined": lambda q: q[-1].version == "v2",
+            "message": lambda m: "all traffic back to v1" in m,
+        },
+    ),
+    Row(
+        "alert-inside-the-post-promotion-window-rolls-back-to-the-previous-stable",
+        S,
+        in_flight(
+            S,
+            Phase.SUCCEEDED,
+            stable_version="v2",
+            candidate_version=None,
+            promotion=PROMOTED.model_copy(update={"time": NOW - timedelta(minutes=4)}),
+        ),
+        Observed(reports=pods(), alerts=[alert()]),
+        Phase.ROLLED_BACK,
+        ["AlertFiring"],
+        stable="v1",
+        candidate="v2",
+        served_candidate=None,
+        bumped=True,
+        check={"quarantined": lambda q: q[-1].version == "v2"},
+    ),
+    Row(
+        "abort-inside-the-post-promotion-window-rolls-back",
+        S,
+        in_flight(
+            S, Phase.SUCCEEDED, stable_version="v2", candidate_version=None, promotion=PROMOTED
+        ),
+        Observed(reports=pods(), abort_token="t1"),
+        Phase.ROLLED_BACK,
+        ["ManualAbort"],
+        stable="v1",
+        candidate="v2",
+        served_candidate=None,
+    ),
+    Row(
+        "promoted-over-rules-rolls-back-to-rules",
+        S,
+        in_flight(
+            S,
+            Phase.SUCCEEDED,
+            stable_version="v2",
+            candidate_version=None,
+            promotion=Promotion(version="v2", previous=None, time=NOW),
+        ),
+        Observed(reports=pods(), alerts=[alert()]),
+        Phase.ROLLED_BACK,
+        ["AlertFiring"],
+        stable=None,
+        candidate="v2",
+        served_candidate=None,
+    ),
+    Row(
+        "alert-after-the-post-promotion-window-is-ignored",
+        S,
+        in_flight(
+            S,
+            Phase.SUCCEEDED,
+            stable_version="v2",
+            candidate_version=None,
+            promotion=PROMOTED.model_copy(update={"time": NOW - timedelta(minutes=6)}),
+        ),
+        Observed(reports=pods(), alerts=[alert()]),
+        Phase.SUCCEEDED,
+        events=["AlertIgnored", "PromotionBaked"],
+        stable="v2",
+        candidate=None,
+        check={"promotion": None},
+    ),
+    Row(
+        "post-promotion-window-passes-and-the-rollback-target-is-dropped",
+        S,
+        in_flight(
+            S,
+            Phase.SUCCEEDED,
+            stable_version="v2",
+            candidate_version=None,
+            promotion=PROMOTED.model_copy(update={"time": NOW - timedelta(minutes=5)}),
+        ),
+        Observed(reports=pods()),
+        Phase.SUCCEEDED,
+        events=["PromotionBaked"],
+        stable="v2",
+        candidate=None,
+        bumped=False,
+        check={"promotion": None},
+    ),
+    Row(
+        "a-new-candidate-after-promotion-drops-the-old-rollback-target",
+        make_spec(**{"model.version": "v3"}),
+        in_flight(
+            S, Phase.SUCCEEDED, stable_version="v2", candidate_version=None, promotion=PROMOTED
+        ),
+        Observed(reports=pods()),
+        Phase.SHADOW,
+        ["Started"],
+        stable="v2",
+        candidate="v3",
+        check={"promotion": None},
+    ),
+    # ---------------------------------------------------------------- progress deadline
+    Row(
+        "stage-past-its-progress-deadline-holds-with-a-condition-and-an-event",
+        S,
+        in_flight(S, Phase.CANARY, step=0, since=NOW - timedelta(minutes=10, seconds=31)),
+        Observed(reports=pods(GEN - 1)),
+        Phase.CANARY,
+        events=["ProgressDeadlineExceeded"],
+        canary=10.0,
+        check={
+            "conditions": lambda cs: any(
+                c.type == "Progressing"
+                and c.status == "False"
+                and c.reason == "ProgressDeadlineExceeded"
+                for c in cs
+            )
+        },
+    ),
+    Row(
+        "stage-within-its-least-time-plus-deadline-is-progressing",
+        make_spec(**{"shadow.duration": "1h"}),
+        in_flight(S, Phase.SHADOW, since=NOW - timedelta(minutes=50)),
+        Observed(reports=pods(GEN - 1)),
+        Phase.SHADOW,
+        check={
+            "conditions": lambda cs: any(c.type == "Progressing" and c.status == "True" for c in cs)
+        },
+    ),
+    Row(
+        "progress-deadline-with-rollback-policy-rolls-back",
+        make_spec(progressDeadline="1m", progressDeadlinePolicy="Rollback"),
+        in_flight(S, Phase.SHADOW, since=NOW - timedelta(minutes=2)),
+        Observed(reports=pods(GEN - 1)),
+        Phase.ROLLED_BACK,
+        ["ProgressDeadlineExceeded"],
+        served_candidate=None,
+        check={"quarantined": lambda q: q[-1].version == "v2"},
+    ),
+    Row(
+        "promotion-that-never-converges-rolls-back-with-rollback-policy",
+        make_spec(progressDeadline="1m", progressDeadlinePolicy="Rollback"),
+        in_flight(
+            S,
+            Phase.PROMOTING,
+            stable_version="v2",
+            candidate_version=None,
+            promotion=PROMOTED,
+            since=NOW - timedelta(minutes=2),
+        ),
+        Observed(reports=pods(GEN - 1)),
+        Phase.ROLLED_BACK,
+        ["ProgressDeadlineExceeded"],
+        stable="v1",
+        candidate="v2",
+    ),
+    Row(
+        "progress-deadline-zero-never-expires",
+        make_spec(progressDeadline="0s", progressDeadlinePolicy="Rollback"),
+        in_flight(S, Phase.SHADOW, since=NOW - timedelta(days=2)),
+        Observed(reports=pods(GEN - 1)),
+        Phase.SHADOW,
+    ),
+    Row(
+        "awaiting-manual-promotion-is-not-a-lack-of-progress",
+        make_spec(autoPromote=False, progressDeadline="1m", progressDeadlinePolicy="Rollback"),
+        in_flight(
+            S,
+            Phase.CANARY,
+            step=2,
+            since=NOW - timedelta(minutes=5),
+            message="awaiting promotion (canary 100% passed): annotate to promote",
+        ),
+        Observed(reports=pods()),
+        Phase.CANARY,
+        canary=100.0,
+    ),
+    # ---------------------------------------------------------------- stable health
+    Row(
+        "stable-that-fails-to-load-is-shown-and-no-pass-counts-against-rules",
+        S,
+        in_flight(S, Phase.SHADOW, passes=2),
+        Observed(reports=pods(v1="sha256 of model.txt differs"), analysis=PASS),
+        Phase.SHADOW,
+        events=["StableNotServing"],
+        served_candidate="v2",
+        check={
+            "passes": 0,
+            "last_analysis": lambda a: (
+                a.outcome == AnalysisOutcome.INCONCLUSIVE and "compared with rules" in a.reasons[0]
+            ),
+            "conditions": lambda cs: any(
+                c.type == "StableServing" and c.status == "False" for c in cs
+            ),
+            "spec_vs_served": lambda lines: any("not loaded on suggest-a" in x for x in lines),
+        },
+    ),
+    Row(
+        "stable-that-fails-to-load-does-not-hide-a-failing-candidate",
+        S,
+        in_flight(S, Phase.SHADOW, passes=2),
+        Observed(reports=pods(v1="missing"), analysis=FAIL),
+        Phase.ROLLED_BACK,
+        ["AnalysisFailed"],
     ),
     Row(
         "succeeded-is-steady",

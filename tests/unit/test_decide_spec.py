@@ -79,3 +79,39 @@ def test_unreadable_status_fields_are_dropped_not_fatal() -> None:
     assert st.stable_version == "v1"
     assert parse_status({"phase": "SomethingNew"}).phase == "Pending"
     assert parse_status(None).phase == "Pending"
+
+
+GOOD_Q = {"version": "v2", "reason": "AlertFiring", "time": "2026-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("field", "entries", "kept"),
+    [
+        # A bad quarantine entry dropped the whole list: every version un-quarantined.
+        pytest.param("quarantined", [{"version": "v1"}, GOOD_Q], ["v2"], id="quarantine"),
+        pytest.param("quarantined", [GOOD_Q, "junk", {**GOOD_Q, "version": "../x"}], ["v2"],
+                     id="quarantine-junk-and-bad-version"),
+        pytest.param("handledAlerts", ["a@t", {"not": "a string"}, "b@t"], ["a@t", "b@t"],
+                     id="handled-alerts"),
+        pytest.param("history", [{"time": "2026-01-01T00:00:00Z", "from": "Shadow",
+                                  "to": "Canary", "reason": "ShadowPassed"}, {"to": "x"}],
+                     ["ShadowPassed"], id="history"),
+    ],
+)  # fmt: skip
+def test_one_malformed_status_entry_drops_that_entry_only(
+    field: str, entries: list[object], kept: list[str]
+) -> None:
+    st = parse_status({"phase": "RolledBack", field: entries})
+    values = getattr(st, {"handledAlerts": "handled_alerts"}.get(field, field))
+    shown = [getattr(v, "version", None) or getattr(v, "reason", v) for v in values]
+    assert shown == kept
+    assert st.phase == "RolledBack"
+
+
+def test_bake_window_and_progress_deadline_defaults() -> None:
+    spec = parse_spec(MINIMAL)
+    assert spec.analysis.post_promotion_window == "5m"
+    assert spec.progress_deadline == "10m"
+    assert spec.progress_deadline_policy == "Hold"
+    with pytest.raises(SpecError, match=r"spec\.progressDeadlinePolicy"):
+        parse_spec({**MINIMAL, "progressDeadlinePolicy": "Panic"})
