@@ -3,12 +3,13 @@
 Trains two versions with the default parameters, then, in a fresh process, reads the RSS
 (``VmRSS``) after each step of what a serving process does: the interpreter, the
 service's imports, the first and the second model loaded (``service.models.load_model``),
-the app built and a request answered; then, for comparison, what importing the
+a batch of 1,000 scored by both; then, for comparison, what importing the
 ``lightgbm`` Python package would add (scikit-learn, pandas, scipy through its
-``compat`` module) and what loading the same two versions as compiled trees (lleaves)
-adds. Last, the RSS of a real ``python -m service`` process with both models loaded.
+``compat`` module) and, with ``--compile``, what loading the same two versions as compiled
+trees (lleaves) adds (minutes of compiling on a loaded machine). Last, the RSS of a real
+``python -m service`` process with both models loaded.
 
-    .venv/bin/python benchmarks/bench_memory.py
+    .venv/bin/python benchmarks/bench_memory.py [--compile]
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ print(json.dumps(out))
 
 
 def main() -> int:
+    compile_trees = "--compile" in sys.argv[1:]
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     try:
         models = work / "models"
@@ -78,7 +80,8 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         started = time.monotonic()
         out = subprocess.run(
-            [sys.executable, str(script), str(models), str(work / "compiled"), "compile"],
+            [sys.executable, str(script), str(models), str(work / "compiled"),
+             "compile" if compile_trees else "no"],
             capture_output=True, text=True, check=True, env=env, cwd=ROOT,
         ).stdout  # fmt: skip
         print(f"(steps and compiling took {time.monotonic() - started:.0f} s)\n")

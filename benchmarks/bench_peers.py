@@ -156,11 +156,13 @@ def feature_row(models: Path, version: str) -> list[float]:
     """The stable model's feature vector of one transaction, dense, as a peer receives it."""
     import lightgbm  # noqa: PLC0415
 
-    from service import features  # noqa: PLC0415
+    from service.features import extract  # noqa: PLC0415
+    from service.models import load_model  # noqa: PLC0415
 
-    row = [
-        float(v) for v in features.extract_one("WHOLEFDS MKT #10233", "weekly grocery run", -54.2)
-    ]
+    model = load_model(models, version)  # the trees read the dense block and the text scores
+    batch = extract(["WHOLEFDS MKT #10233"], ["weekly grocery run"], [-54.2], ["5411"])
+    row = [float(v) for v in model.model_input(batch)[0]]
+    model.close()
     n = lightgbm.Booster(model_file=str(models / version / "model.txt")).num_feature()
     assert len(row) == n, (len(row), n)
     return row

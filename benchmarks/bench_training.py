@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service.artifact import MODEL_FILE  # noqa: E402
-from service.features import FeatureBatch  # noqa: E402
 from service.models import load_model  # noqa: E402
 from training.data import generate_transactions, validate_transactions  # noqa: E402
 from training.evaluate import evaluate_model  # noqa: E402
@@ -98,12 +97,13 @@ def main() -> None:
         booster = lgb.Booster(model_file=str(result.path / MODEL_FILE))
         calibration = result.trained.calibration
         calibrated = result.trained.calibrated
-        x = features_of(result.trained.split.test.iloc[:1000])
+        batch = features_of(result.trained.split.test.iloc[:1000])
+        x = result.trained.model_input(batch)
         row = x[:1]
-        row_frame = feature_frame(row)
+        row_frame = feature_frame(row, result.trained.classes)
 
         fast = calibration.apply(booster.predict(x, raw_score=True))
-        slow = calibrated.predict_proba(feature_frame(x))
+        slow = calibrated.predict_proba(feature_frame(x, result.trained.classes))
         print(f"max |serving path - predict_proba| over 1000 rows: {np.abs(fast - slow).max():.2e}")
 
         b50, b99 = latency(lambda: calibration.apply(booster.predict(row, raw_score=True)))
@@ -111,7 +111,7 @@ def main() -> None:
         show("Booster.predict(raw) + Calibration.apply", b50, b99)
         show("CalibratedClassifierCV.predict_proba", c50, c99)
         loaded = load_model(root, result.version)
-        row_batch, x_batch = FeatureBatch(row.copy()), FeatureBatch(x.copy())
+        row_batch, x_batch = batch.take([0]), batch
         s50, s99 = latency(lambda: loaded.predict_proba(row_batch))
         show("service.models.LoadedModel.predict_proba", s50, s99)
         t0 = time.perf_counter()

@@ -3,6 +3,8 @@
 #   1. Debian packages (prometheus, prometheus-alertmanager)
 #   2. uv, then the project's virtual environment (.venv) from uv.lock
 #   3. etcd, kube-apiserver, kube-controller-manager, kubectl, helm (hack/tools.sh)
+#   4. the brand lexicon of the training data: the name-suggestion-index npm package
+#      (BSD-3-Clause; LICENSES/name-suggestion-index.md), pinned version and sha256
 # Everything downloaded or built is cached outside the repository, so a second
 # run on a warm machine takes seconds.
 set -euo pipefail
@@ -37,4 +39,18 @@ fi
 
 # 3. Go-built binaries.
 bin=$("$root/hack/tools.sh")
+
+# 4. The brand lexicon (npm pack: the registry's tarball as published, no install scripts).
+lexicon="$cache/lexicon/name-suggestion-index-$NSI_VERSION.tgz"
+if [[ ! -f "$lexicon" ]] || ! echo "$NSI_SHA256  $lexicon" | sha256sum -c --quiet - 2>/dev/null; then
+  if command -v npm >/dev/null; then
+    log "fetching name-suggestion-index $NSI_VERSION (npm pack)"
+    mkdir -p "$cache/lexicon"
+    ( cd "$cache/lexicon" && npm pack --silent "name-suggestion-index@$NSI_VERSION" >/dev/null )
+    echo "$NSI_SHA256  $lexicon" | sha256sum -c --quiet - \
+      || { log "name-suggestion-index $NSI_VERSION: sha256 differs from the pin"; rm -f "$lexicon"; exit 1; }
+  else
+    log "npm not found: training uses the committed US sample of the lexicon (service/brands.json)"
+  fi
+fi
 log "ready in $((SECONDS - t0)) s; tools in $bin"

@@ -5,6 +5,8 @@ A version is a directory ``<models-root>/<version>/`` holding:
 - ``model.txt``: the LightGBM booster in its text format (``Booster.save_model``);
 - ``calibration.json``: a :class:`Calibration` mapping the booster's raw scores to
   calibrated probabilities;
+- ``text_stage.npz``: the :class:`TextStage`, the linear model over the hashed text
+  block whose class scores the booster reads beside the dense features;
 - ``manifest.json``: a :class:`Manifest`, with the sha256 of each file above.
 
 Training publishes a version atomically (temporary directory, fsync, rename; see
@@ -30,12 +32,18 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.features import FEATURE_NAMES, FEATURE_VERSION
+from service.features import (
+    FEATURE_VERSION,
+    TEXT_DIMENSIONS,
+    FeatureBatch,
+    model_feature_names,
+)
 from service.serving_config import ModelVersion
 
 MANIFEST_FILE: Final = "manifest.json"
 MODEL_FILE: Final = "model.txt"
 CALIBRATION_FILE: Final = "calibration.json"
+TEXT_STAGE_FILE: Final = "text_stage.npz"
 FORMAT_VERSION: Final = 1
 
 
@@ -165,6 +173,11 @@ def verify_version(models_root: Path, version: str) -> Manifest:
     if not is_version_dir(version_dir):
         raise ArtifactError(version, f"not found under {models_root}")
     manifest = read_manifest(version_dir)
+    if TEXT_STAGE_FILE not in manifest.files:
+        raise ArtifactError(
+            version,
+            f"manifest lists no sha256 for {TEXT_STAGE_FILE} (an artifact of older feature code)",
+        )
     for name, expected in sorted(manifest.files.items()):
         path = version_dir / name
         if not path.is_file():
@@ -174,8 +187,9 @@ def verify_version(models_root: Path, version: str) -> Manifest:
             raise ArtifactError(
                 version, f"sha256 of {name} is {actual[:12]}…, the manifest says {expected[:12]}…"
             )
-    if list(manifest.features) != list(FEATURE_NAMES):
-        theirs, ours = set(manifest.features), set(FEATURE_NAMES)
+    expected_features = model_feature_names(manifest.classes)
+    if list(manifest.features) != list(expected_features):
+        theirs, ours = set(manifest.features), set(expected_features)
         detail = (
             f"missing {sorted(ours - theirs)}, extra {sorted(theirs - ours)}"
             if theirs != ours
@@ -196,3 +210,70 @@ def read_calibration(version_dir: Path) -> Calibration:
         return Calibration.model_validate(json.loads((version_dir / CALIBRATION_FILE).read_text()))
     except (OSError, ValueError, ValidationError) as exc:
         raise ArtifactError(version_dir.name, f"invalid {CALIBRATION_FILE}: {exc}") from exc
+
+
+class TextStage:
+    """A linear model over the hashed text block: one score per class,
+    ``scores = text @ coef + intercept``.
+
+    ``coef`` is float32 ``(TEXT_DIMENSIONS, classes)``; the products and each row's sum
+    are computed in float32 in one fixed order, so a row scores the same bits alone or in
+    any batch, in training and in serving. Stored as the rows of ``coef`` that are not
+    zero (hashed tokens never seen in training have no weight).
+    """
+
+    def __init__(self, coef: npt.NDArray[np.float32], intercept: npt.NDArray[np.float64]) -> None:
+        if coef.ndim != 2 or coef.shape[0] != TEXT_DIMENSIONS or coef.dtype != np.float32:
+            raise ValueError(f"coef must be float32 ({TEXT_DIMENSIONS}, k), got {coef.shape}")
+        if intercept.shape != (coef.shape[1],):
+            raise ValueError(f"intercept must be ({coef.shape[1]},), got {intercept.shape}")
+        self.coef = coef
+        self.intercept = intercept.astype(np.float64)
+        self.coef.setflags(write=False)
+        self.intercept.setflags(write=False)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.coef.shape[1])
+
+    def scores(self, features: FeatureBatch) -> npt.NDArray[np.float64]:
+        """``(n, classes)`` float64 scores of a batch."""
+        n = len(features)
+        indptr = features.indptr
+        out = np.zeros((n, self.n_classes), dtype=np.float64)
+        nnz = int(indptr[-1])
+        if nnz:
+            contrib = self.coef[features.indices] * features.data[:, None]
+            starts = np.minimum(indptr[:-1], nnz - 1)
+            summed = np.add.reduceat(contrib, starts, axis=0)
+            nonempty = indptr[1:] > indptr[:-1]
+            out[nonempty] = summed[nonempty]
+        out += self.intercept
+        return out
+
+    def to_bytes(self) -> bytes:
+        import io  # noqa: PLC0415
+
+        rows = np.flatnonzero(np.any(self.coef != 0, axis=1)).astype(np.int32)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, rows=rows, weights=self.coef[rows], intercept=self.intercept)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_file(cls, path: Path) -> TextStage:
+        with np.load(path, allow_pickle=False) as npz:
+            rows, weights, intercept = npz["rows"], npz["weights"], npz["intercept"]
+        if weights.ndim != 2 or len(rows) != len(weights) or weights.dtype != np.float32:
+            raise ValueError("rows and weights do not fit")
+        if len(rows) and (rows.min() < 0 or rows.max() >= TEXT_DIMENSIONS):
+            raise ValueError("a weight row lies outside the hashed text space")
+        coef = np.zeros((TEXT_DIMENSIONS, weights.shape[1]), dtype=np.float32)
+        coef[rows] = weights
+        return cls(coef, np.asarray(intercept, dtype=np.float64))
+
+
+def read_text_stage(version_dir: Path) -> TextStage:
+    try:
+        return TextStage.from_file(version_dir / TEXT_STAGE_FILE)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(version_dir.name, f"invalid {TEXT_STAGE_FILE}: {exc}") from exc

@@ -9,8 +9,11 @@ a pod always becomes ready.
 - :class:`ConfigMapSource`: list then watch the ConfigMap ``configmap_name(target)``
   (key ``serving.json``) with a field selector on its name (so a Role limited to that
   resource name suffices), resuming from the last ``resourceVersion``; ``410 Gone`` starts
-  over with a list; any other failure reconnects with capped exponential backoff and
-  jitter. A deleted ConfigMap leaves the last configuration in force (the controller
+  over with a list; any other failure (the API server restarting, a broken connection)
+  reconnects with capped exponential backoff and jitter and resumes the watch from the
+  last ``resourceVersion`` (no event is missed: the server either replays from there or
+  answers 410), as client-go's reflector does, rather than listing again. A deleted
+  ConfigMap leaves the last configuration in force (the controller
   deletes it only with its ModelRollout; a pod keeps serving what it served).
 - :class:`FileConfigSource`: a JSON or YAML document, re-read when its content changes
   (polled; a ConfigMap mounted as a volume works too, only slower to update).
@@ -273,7 +276,8 @@ class ConfigMapSource(_SourceBase):
                 if self._stopping.is_set():
                     return
                 self._fail(f"ConfigMap {self.namespace}/{self.name}: {type(exc).__name__}: {exc}")
-                need_list = True
+                # A network failure loses nothing: resume from the last resourceVersion.
+                need_list = need_list or self.resource_version is None
             if self._stopping.wait(backoff * (0.5 + random.random())):
                 return
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -308,13 +312,16 @@ class ConfigMapSource(_SourceBase):
             allow_watch_bookmarks=True,
             timeout_seconds=WATCH_TIMEOUT_SECONDS,
             _request_timeout=(5, WATCH_TIMEOUT_SECONDS + 15),
-            deserialize=False,
+            # Not deserialize=False: with it, kubernetes-client's stream fails on the ERROR
+            # event of an expired watch with KeyError('raw_object') instead of raising
+            # ApiException(410), so "410 Gone" was never recognised. The dict is in
+            # ``raw_object`` either way.
         )
         for event in stream:
             if self._stopping.is_set():
                 return
             kind = event.get("type")
-            obj = event.get("object") or {}
+            obj = event.get("raw_object") or {}
             rv = (obj.get("metadata") or {}).get("resourceVersion")
             if kind == "ERROR":
                 from kubernetes.client.exceptions import ApiException  # noqa: PLC0415

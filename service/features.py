@@ -1,52 +1,67 @@
-"""The features: one source of truth for training and serving.
+"""The features: one source of truth for training and serving (DESIGN.md contract 1).
 
-Training imports :data:`FEATURE_NAMES` and :func:`extract_batch`; serving imports the same.
-A model artifact records the feature list it was trained with (``manifest.json``), and
-serving refuses an artifact whose list differs from :data:`FEATURE_NAMES`.
+Training and serving both call :func:`extract`, the one constructor of a
+:class:`FeatureBatch` (docs/decisions/0008-scorer-interface.md). A batch holds two blocks:
 
-:data:`FEATURE_NAMES` is :data:`ORIGINAL_FEATURES` followed by :data:`TOKEN_FEATURES`.
+- ``dense``: :data:`FEATURE_NAMES`, in this order:
 
-The 25 original features of the original system, in this exact order:
+  - 6 numeric: amount, amount_abs, is_negative, is_positive, merchant_len, memo_len;
+  - 19 keyword flags of the original system (11 merchants, 8 category words), now
+    matching **whole words** of the normalised text ("LAS VEGAS" is not gas; "whole
+    foods" also matches "wholefoods");
+  - 10 MCC features: ``has_mcc`` and one flag per category an ISO 18245 code defines
+    (``service/categories.py``; Income has no code).
 
-- amount, amount_abs, is_negative, is_positive, merchant_len, memo_len
-- 11 merchant keywords: amazon, uber, lyft, zelle, venmo, costco, target, walmart,
-  whole_foods, netflix, spotify
-- 8 category keywords: rent, coffee, lunch, dinner, gas, pharmacy, gym, grocery
+- ``tokens``: the hashed text of the normalised descriptor, a CSR block of
+  :data:`TEXT_DIMENSIONS` (2^18) columns: each word (``w:``), each pair of adjacent words
+  (``b:``), and every character 3-, 4- and 5-gram of `` <descriptor> `` (spaces included,
+  so grams at word edges say where a word starts and ends), counted, then each row scaled
+  to unit length. The memo's words are hashed apart (``m:``). A trained linear stage of
+  the model turns this block into one score per class (``service/models.py``): the
+  LightGBM input is ``dense`` followed by those scores (:func:`model_feature_names`).
 
-A keyword feature is 1.0 when the keyword occurs in the normalised text of merchant and
-memo together (lower case, every run of non-alphanumerics folded to one space), either as
-written (``"whole foods"``) or with its spaces removed (``"wholefoods"``).
+Normalisation (:func:`normalise_descriptor`) is what card processors' noise needs: NFKC,
+case folded (``"CAFÉ"`` -> ``"café"``: letters kept), processor and bank prefixes removed
+(``SQ *``, ``TST*``, ``PAYPAL *``, ``POS DEBIT``, ``CHECKCARD 1102``, ``PURCHASE
+AUTHORIZED ON 11/02``...), every word holding a digit removed (store numbers, dates,
+reference codes such as ``*2K3GH7``), a trailing US state code removed, punctuation
+folded to spaces.
 
-Then :data:`HASH_BUCKETS` hashed token features ``tok_000`` .. ``tok_255``: the words of
-the normalised merchant and of the normalised memo (separately: ``"m:uber"`` is not
-``"d:uber"``), each word alone and each pair of adjacent words, with words made only of
-digits (store numbers, dates) left out; feature ``tok_i`` is 1.0 when some token's
-CRC-32 is ``i`` modulo :data:`HASH_BUCKETS` (the hashing trick: no vocabulary to ship,
-stable across processes and Python versions). With the 19 keywords alone the model reads
-too few words to beat the rule engine; with the tokens it does, by a wide margin
-(``benchmarks/bench_features.py``, docs/decisions/0002-training-gate-and-rules.md).
+The hashing is this module's own (a vectorised polynomial hash of UTF-8 bytes, in numpy):
+scikit-learn's ``HashingVectorizer`` computes the same kind of features but costs about
+2 ms for one row and 68 us a row in batches here, more than the whole serving budget
+(docs/decisions/0009-features-for-real-descriptors.md).
 
->>> row = extract_one("WHOLEFOODS MKT #123", "weekly grocery run", -54.2)
->>> dict(zip(FEATURE_NAMES, row))["kw_whole_foods"], dict(zip(FEATURE_NAMES, row))["kw_grocery"]
-(1.0, 1.0)
->>> dict(zip(FEATURE_NAMES, row))["is_negative"]
-1.0
->>> sorted(token_buckets("UBER *TRIP 0412", "")) == sorted(
-...     token_bucket(t) for t in ("m:uber", "m:trip", "m:uber trip"))
-True
+>>> normalise_descriptor("SQ *BLUE BOTTLE COFFEE 0042 OAKLAND CA")
+'blue bottle coffee oakland'
+>>> normalise_descriptor("PURCHASE AUTHORIZED ON 11/02 WHOLEFDS MKT #10233")
+'wholefds mkt'
+>>> row = extract(["WHOLEFOODS MKT #123"], ["weekly grocery run"], [-54.2], ["5411"])
+>>> d = dict(zip(FEATURE_NAMES, row.dense[0].tolist()))
+>>> d["kw_whole_foods"], d["kw_grocery"], d["is_negative"], d["mcc_groceries"]
+(1.0, 1.0, 1.0, 1.0)
 """
 
 from __future__ import annotations
 
 import re
-import zlib
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+
+from service.categories import CATEGORIES, INCOME, mcc_category
+
+FEATURE_VERSION: Final = 2
+"""Version of the feature code. Bump it whenever the same inputs would give other feature
+values (normalisation, tokens, hashing, keyword forms, MCC table): serving refuses an
+artifact whose ``feature_version`` differs, since a model trained on other values answers
+wrongly with no error (docs/decisions/0008-scorer-interface.md)."""
 
 MERCHANT_KEYWORDS: Final = (
     "amazon",
@@ -87,147 +102,262 @@ ORIGINAL_FEATURES: Final[tuple[str, ...]] = (
     *(f"kw_{k}" for k in CATEGORY_KEYWORDS),
 )
 assert len(ORIGINAL_FEATURES) == 25
-
-HASH_BUCKETS: Final = 256
-TOKEN_FEATURES: Final[tuple[str, ...]] = tuple(f"tok_{i:03d}" for i in range(HASH_BUCKETS))
-
-FEATURE_NAMES: Final[tuple[str, ...]] = ORIGINAL_FEATURES + TOKEN_FEATURES
 N_ORIGINAL: Final = len(ORIGINAL_FEATURES)
 
-_KEYWORDS: Final = MERCHANT_KEYWORDS + CATEGORY_KEYWORDS
-_KEYWORD_FORMS: Final = tuple((k, k.replace(" ", "")) for k in _KEYWORDS)
-_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+MCC_CATEGORIES: Final = tuple(c for c in CATEGORIES if c != INCOME)
+MCC_FEATURES: Final[tuple[str, ...]] = (
+    "has_mcc",
+    *(f"mcc_{c.lower()}" for c in MCC_CATEGORIES),
+)
+
+FEATURE_NAMES: Final[tuple[str, ...]] = ORIGINAL_FEATURES + MCC_FEATURES
+"""The dense block of a :class:`FeatureBatch`, in order."""
+
+TEXT_BITS: Final = 18
+TEXT_DIMENSIONS: Final = 1 << TEXT_BITS
+"""Columns of the hashed text block."""
+CHAR_NGRAMS: Final = (3, 4, 5)
+TEXT_SCORE_PREFIX: Final = "text_"
 
 FeatureMatrix = npt.NDArray[np.float64]
 
-FEATURE_VERSION: Final = 1
-"""Version of the feature code. Bump it whenever the same inputs would give other feature
-values (normalisation, tokens, keyword forms, MCC table): serving refuses an artifact whose
-``feature_version`` differs, since a model trained on other values answers wrongly with no
-error (docs/decisions/0008-scorer-interface.md)."""
+_KEYWORDS: Final = MERCHANT_KEYWORDS + CATEGORY_KEYWORDS
+_MCC_COLUMN: Final = {c: N_ORIGINAL + 1 + i for i, c in enumerate(MCC_CATEGORIES)}
+
+# Payment facilitators that print "<PREFIX>*<merchant>", and bank wording before a name.
+_FACILITATOR = re.compile(
+    r"^\s*(?:sq|tst|sp|pp|paypal|py|ppl|bt|wpy|ic|dd|fs|cke|pos|sqc|clk|zip|ec|in)\s*\*\s*"
+)
+_BANK_WORDING = re.compile(
+    r"^\s*(?:(?:recurring\s+)?purchase\s+authori[sz]ed\s+on\s+\d{1,2}/\d{1,2}(?:/\d{2,4})?"
+    r"|pos\s+(?:debit|purchase|withdrawal)|pos|checkcard\s+\d{4}|check\s*card(?:\s+\d{4})?"
+    r"|debit\s+card\s+purchase|dbt\s+crd\s+\d+|debit\s+purchase|card\s+purchase"
+    r"|visa\s+purchase|purchase|point\s+of\s+sale)\s*[-:]?\s*"
+)
+_NON_WORD = re.compile(r"[\W_]+")
+_STATE_CODES: Final = (
+    "al ak az ar ca co ct de fl ga hi id il in ia ks ky la me md ma mi mn ms mo mt ne nv "
+    "nh nj nm ny nc nd oh ok or pa ri sc sd tn tx ut vt va wa wv wi wy dc"
+)
+_US_STATES: Final = frozenset(_STATE_CODES.split())
 
 
 def normalise_text(text: str) -> str:
-    """Lower case, every run of non-alphanumerics folded to one space, stripped.
+    """NFKC, case folded, every run of non-word characters folded to one space.
 
     >>> normalise_text("  Whole-Foods MKT #10233 ")
     'whole foods mkt 10233'
     """
-    return _NON_ALNUM.sub(" ", text.lower()).strip()
+    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-def token_bucket(token: str) -> int:
-    """The hashed feature a token sets: CRC-32 of its UTF-8 bytes modulo :data:`HASH_BUCKETS`."""
-    return zlib.crc32(token.encode()) % HASH_BUCKETS
+@lru_cache(maxsize=65536)
+def normalise_descriptor(text: str) -> str:
+    """A card descriptor without processor noise: see the module's doc (cached: a
+    merchant's descriptor repeats)."""
+    s = unicodedata.normalize("NFKC", text).casefold()
+    for _ in range(3):  # "POS DEBIT SQ *..." has two layers
+        stripped = _FACILITATOR.sub("", _BANK_WORDING.sub("", s, count=1), count=1)
+        if stripped == s:
+            break
+        s = stripped
+    words = [w for w in _NON_WORD.sub(" ", s).split() if not any(ch.isdigit() for ch in w)]
+    if len(words) >= 3 and words[-1] in _US_STATES:
+        words.pop()
+    return " ".join(words)
 
 
-def _tokens(prefix: str, normalised: str) -> list[str]:
-    words = [w for w in normalised.split(" ") if w and not w.isdigit()]
-    tokens = [f"{prefix}{w}" for w in words]
-    tokens.extend(f"{prefix}{a} {b}" for a, b in pairwise(words))
-    return tokens
+_KEYWORD_INDEX: Final[dict[str, int]] = {
+    form: i for i, k in enumerate(_KEYWORDS) for form in {k, k.replace(" ", "")}
+}
+_KEYWORD_FIRST_WORDS: Final = frozenset(k.split()[0] for k in _KEYWORDS if " " in k)
 
 
-def _row_parts(merchant: str, memo: str) -> tuple[list[float], set[int]]:
-    """Keyword flags and hashed token buckets of one transaction (text normalised once)."""
-    m, d = normalise_text(merchant), normalise_text(memo)
-    text = f" {m} {d} "
-    compact = text.replace(" ", "")
-    flags = [1.0 if (k in text or c in compact) else 0.0 for k, c in _KEYWORD_FORMS]
-    buckets = {token_bucket(t) for t in _tokens("m:", m) + _tokens("d:", d)}
-    return flags, buckets
+def keyword_flags(words: Sequence[str]) -> list[float]:
+    """The 19 keyword flags of normalised words: a keyword is a whole word (or, written
+    with several words, those words in a row or joined: "whole foods", "wholefoods")."""
+    flags = [0.0] * len(_KEYWORDS)
+    index = _KEYWORD_INDEX
+    for i, w in enumerate(words):
+        j = index.get(w)
+        if j is not None:
+            flags[j] = 1.0
+        if w in _KEYWORD_FIRST_WORDS and i + 1 < len(words):
+            j = index.get(f"{w} {words[i + 1]}")
+            if j is not None:
+                flags[j] = 1.0
+    return flags
 
 
-def token_buckets(merchant: str, memo: str) -> set[int]:
-    """Indices (into :data:`TOKEN_FEATURES`) of the token features that are 1.0."""
-    return _row_parts(merchant, memo)[1]
+# -- hashed text ---------------------------------------------------------------------------
+
+_MULTIPLIER: Final = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime
+_MIX: Final = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing of the final value
+_SHIFT: Final = np.uint64(64 - TEXT_BITS)
+_SEEDS: Final = {n: np.uint64(0xCBF29CE484222325 + 7919 * n) for n in CHAR_NGRAMS}
 
 
-def extract_one(merchant: str, memo: str, amount: float) -> list[float]:
-    """The features of one transaction, in :data:`FEATURE_NAMES` order."""
-    flags, buckets = _row_parts(merchant, memo)
-    tokens = [0.0] * HASH_BUCKETS
-    for i in buckets:
-        tokens[i] = 1.0
-    return [
-        float(amount),
-        abs(float(amount)),
-        1.0 if amount < 0 else 0.0,
-        1.0 if amount > 0 else 0.0,
-        float(len(merchant)),
-        float(len(memo)),
-        *flags,
-        *tokens,
-    ]
+def _hash_bytes_rows(
+    codes: npt.NDArray[np.uint64], lengths: npt.NDArray[np.int64], n: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(row, column) of every character n-gram of each row of ``codes`` (padded bytes)."""
+    width = codes.shape[1] - n + 1
+    if width <= 0:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    h = np.full((codes.shape[0], width), _SEEDS[n], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            h = (h ^ codes[:, k : k + width]) * _MULTIPLIER
+        cols = (h * _MIX) >> _SHIFT
+    valid = np.arange(width)[None, :] <= (lengths[:, None] - n)
+    rows = np.nonzero(valid)[0]
+    return rows, cols[valid].astype(np.intp)
 
 
-def extract_batch(
-    merchants: Sequence[str],
-    memos: Sequence[str],
-    amounts: Sequence[float] | npt.NDArray[np.floating],
-) -> FeatureMatrix:
-    """The feature matrix of a batch, shape ``(n, len(FEATURE_NAMES))``, rows in input order.
+def _hash_token(token: str) -> int:
+    h = 0xCBF29CE484222325
+    for byte in token.encode():
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return ((h * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> (64 - TEXT_BITS)
 
-    Equal, row by row, to :func:`extract_one` (a unit test holds it to that).
-    """
-    n = len(merchants)
-    if len(memos) != n or len(amounts) != n:
-        raise ValueError(
-            f"merchants, memos and amounts differ in length: {n}, {len(memos)}, {len(amounts)}"
-        )
-    out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
-    amt = np.asarray(amounts, dtype=np.float64)
-    out[:, 0] = amt
-    out[:, 1] = np.abs(amt)
-    out[:, 2] = amt < 0
-    out[:, 3] = amt > 0
-    out[:, 4] = [len(m) for m in merchants]
-    out[:, 5] = [len(m) for m in memos]
-    rows: list[int] = []
-    cols: list[int] = []
-    flags: list[list[float]] = []
-    for r, (merchant, memo) in enumerate(zip(merchants, memos, strict=True)):
-        row_flags, buckets = _row_parts(merchant, memo)
-        flags.append(row_flags)
-        rows.extend([r] * len(buckets))
-        cols.extend(buckets)
-    if n:
-        out[:, 6:N_ORIGINAL] = flags
-    out[rows, [N_ORIGINAL + c for c in cols]] = 1.0
-    return out
+
+@lru_cache(maxsize=262144)
+def _word_columns(prefix: str, normalised: str) -> tuple[int, ...]:
+    words = normalised.split()
+    tokens = [f"{prefix}w:{w}" for w in words]
+    tokens += [f"{prefix}b:{a} {b}" for a, b in pairwise(words)]
+    return tuple(_hash_token(t) for t in tokens)
+
+
+def _text_block(
+    descriptors: Sequence[str], memos: Sequence[str]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """CSR ``(indptr, indices, data)`` of the hashed text, rows scaled to unit length."""
+    n = len(descriptors)
+    encoded = [f" {d} ".encode() for d in descriptors]
+    lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=n)
+    width = int(lengths.max()) if n else 0
+    padded = np.zeros((n, max(width, 1)), dtype=np.uint8)
+    for i, e in enumerate(encoded):
+        padded[i, : len(e)] = np.frombuffer(e, dtype=np.uint8)
+    codes = padded.astype(np.uint64)
+    row_parts: list[npt.NDArray[np.intp]] = []
+    col_parts: list[npt.NDArray[np.intp]] = []
+    for gram in CHAR_NGRAMS:
+        r, cidx = _hash_bytes_rows(codes, lengths, gram)
+        row_parts.append(r)
+        col_parts.append(cidx)
+    word_rows: list[int] = []
+    word_cols: list[int] = []
+    for i, (d, m) in enumerate(zip(descriptors, memos, strict=True)):
+        words = _word_columns("", d)
+        if m:
+            words = words + _word_columns("m:", m)
+        word_rows.extend([i] * len(words))
+        word_cols.extend(words)
+    row_parts.append(np.asarray(word_rows, dtype=np.intp))
+    col_parts.append(np.asarray(word_cols, dtype=np.intp))
+    rows = np.concatenate(row_parts)
+    cols = np.concatenate(col_parts)
+    # Count duplicates (a gram may repeat in a row): sort by (row, col), run-length.
+    key = rows.astype(np.int64) * TEXT_DIMENSIONS + cols
+    key.sort()
+    unique, counts = np.unique(key, return_counts=True)
+    urows = (unique // TEXT_DIMENSIONS).astype(np.intp)
+    data = counts.astype(np.float64)
+    norms = np.sqrt(np.bincount(urows, weights=data * data, minlength=n))
+    data /= np.where(norms > 0, norms, 1.0)[urows]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(urows, minlength=n), out=indptr[1:])
+    return indptr, (unique % TEXT_DIMENSIONS).astype(np.int32), data.astype(np.float32)
+
+
+@lru_cache(maxsize=16384)
+def _one_text_block(
+    descriptor: str, memo: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    block = _text_block([descriptor], [memo])
+    for array in block:
+        array.setflags(write=False)  # shared by every batch that holds this row
+    return block
+
+
+# -- the batch -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class FeatureBatch:
     """The features of a batch of transactions: what every model of a request scores.
 
-    Immutable (its arrays are read-only), so it can be handed to another thread while the
-    request goes on. Only this module and ``service/models.py`` look inside: ``dense`` is
-    the ``(n, len(FEATURE_NAMES))`` float64 block in :data:`FEATURE_NAMES` order.
+    Immutable (its arrays are made read-only), so it can be handed to another thread while
+    the request goes on. Only this module and ``service/models.py`` look inside:
+
+    - ``dense``: ``(n, len(FEATURE_NAMES))`` float64, in :data:`FEATURE_NAMES` order;
+    - ``indptr``, ``indices``, ``data``: the hashed text block as CSR arrays over
+      :data:`TEXT_DIMENSIONS` columns (:meth:`text_matrix` gives it as a SciPy matrix).
     """
 
     dense: FeatureMatrix
+    indptr: npt.NDArray[np.int64]
+    indices: npt.NDArray[np.int32]
+    data: npt.NDArray[np.float32]
 
     def __post_init__(self) -> None:
         if self.dense.ndim != 2 or self.dense.shape[1] != len(FEATURE_NAMES):
             raise ValueError(
                 f"dense features must be (n, {len(FEATURE_NAMES)}), got {self.dense.shape}"
             )
-        self.dense.setflags(write=False)
+        if len(self.indptr) != self.dense.shape[0] + 1 or len(self.indices) != len(self.data):
+            raise ValueError("the text block's CSR arrays do not fit the dense block")
+        for array in (self.dense, self.indptr, self.indices, self.data):
+            array.setflags(write=False)
 
     def __len__(self) -> int:
         return int(self.dense.shape[0])
 
     def take(self, rows: Sequence[int]) -> FeatureBatch:
         """The given rows, in that order (a row may repeat)."""
-        return FeatureBatch(self.dense[np.asarray(rows, dtype=np.intp)])
+        picked = np.asarray(rows, dtype=np.intp)
+        starts, ends = self.indptr[picked], self.indptr[picked + 1]
+        sizes = ends - starts
+        indptr = np.zeros(len(picked) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=indptr[1:])
+        if len(picked) and indptr[-1]:
+            gather = np.repeat(starts - indptr[:-1], sizes) + np.arange(indptr[-1])
+        else:
+            gather = np.empty(0, dtype=np.intp)
+        return FeatureBatch(
+            self.dense[picked], indptr, self.indices[gather].copy(), self.data[gather].copy()
+        )
 
     @staticmethod
     def concat(batches: Sequence[FeatureBatch]) -> FeatureBatch:
         """The rows of ``batches``, in order (the shadow queue joins requests with it)."""
         if len(batches) == 1:
             return batches[0]
-        return FeatureBatch(np.vstack([b.dense for b in batches]))
+        offsets = np.cumsum([0] + [int(b.indptr[-1]) for b in batches[:-1]])
+        tails = [b.indptr[1:] + o for b, o in zip(batches, offsets, strict=True)]
+        indptr = np.concatenate([np.zeros(1, np.int64), *tails])
+        return FeatureBatch(
+            np.vstack([b.dense for b in batches]),
+            indptr,
+            np.concatenate([b.indices for b in batches]),
+            np.concatenate([b.data for b in batches]),
+        )
+
+    def text_matrix(self) -> Any:
+        """The hashed text block as a ``scipy.sparse.csr_matrix`` (training's input)."""
+        from scipy import sparse  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        return sparse.csr_matrix(
+            (self.data, self.indices, self.indptr), shape=(len(self), TEXT_DIMENSIONS)
+        )
+
+
+def model_feature_names(classes: Sequence[str]) -> tuple[str, ...]:
+    """What the trees of a model with these classes read: :data:`FEATURE_NAMES`, then the
+    text stage's score of each class (``text_<class>``)."""
+    return FEATURE_NAMES + tuple(f"{TEXT_SCORE_PREFIX}{c}" for c in classes)
 
 
 def extract(
@@ -247,7 +377,31 @@ def extract(
             f"merchants, memos, amounts and mccs differ in length: {n}, {len(memos)}, "
             f"{len(amounts)}, {len(mccs) if mccs is not None else '-'}"
         )
-    if n == 1:
-        row = extract_one(merchants[0], memos[0], float(amounts[0]))
-        return FeatureBatch(np.array([row], dtype=np.float64))
-    return FeatureBatch(extract_batch(merchants, memos, amounts))
+    dense = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
+    amt = np.asarray(amounts, dtype=np.float64).reshape(n)
+    dense[:, 0] = amt
+    dense[:, 1] = np.abs(amt)
+    dense[:, 2] = amt < 0
+    dense[:, 3] = amt > 0
+    dense[:, 4] = [len(m) for m in merchants]
+    dense[:, 5] = [len(m) for m in memos]
+    descriptors = [normalise_descriptor(m) for m in merchants]
+    memo_texts = [normalise_text(m) if m else "" for m in memos]
+    for r in range(n):
+        words = descriptors[r].split()
+        if memo_texts[r]:
+            words += memo_texts[r].split()
+        dense[r, 6:N_ORIGINAL] = keyword_flags(words)
+    if mccs:
+        for r, code in enumerate(mccs):
+            if code is None:
+                continue
+            dense[r, N_ORIGINAL] = 1.0
+            category = mcc_category(code)
+            if category is not None and category in _MCC_COLUMN:
+                dense[r, _MCC_COLUMN[category]] = 1.0
+    if n == 1:  # one row: its text block is cached (descriptors repeat; ~150 us cold)
+        indptr, indices, data = _one_text_block(descriptors[0], memo_texts[0])
+    else:
+        indptr, indices, data = _text_block(descriptors, memo_texts)
+    return FeatureBatch(dense, indptr.copy(), indices, data)

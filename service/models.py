@@ -51,7 +51,9 @@ from service.artifact import (
     ArtifactError,
     Calibration,
     Manifest,
+    TextStage,
     read_calibration,
+    read_text_stage,
     sha256_file,
     verify_version,
 )
@@ -65,7 +67,7 @@ _C_API_PREDICT_RAW_SCORE: Final = 1
 _ROW_MAJOR: Final = 1
 COMPILED_TOLERANCE: Final = 1e-9
 COMPILE_TIMEOUT_SECONDS: Final = 900.0
-_N_FEATURES: Final = len(FEATURE_NAMES)
+_N_DENSE: Final = len(FEATURE_NAMES)
 
 
 class LightGBMError(RuntimeError):
@@ -130,8 +132,6 @@ class _Scorer:
         self._row_out = np.empty(self._n_classes, dtype=np.float64)
         self._row_out_ptr = self._row_out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
         self._row_len = ctypes.c_int64(0)
-        if self.n_features != _N_FEATURES:
-            return  # load_model refuses it; no single-row configuration for the wrong width
         self._check(
             self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
                 self._handle,
@@ -139,7 +139,7 @@ class _Scorer:
                 ctypes.c_int(0),
                 ctypes.c_int(self._num_iteration),
                 ctypes.c_int(_C_API_DTYPE_FLOAT64),
-                ctypes.c_int32(_N_FEATURES),
+                ctypes.c_int32(self.n_features),
                 b"num_threads=1",
                 ctypes.byref(self._fast),
             )
@@ -163,8 +163,8 @@ class _Scorer:
     def __call__(self, features: Matrix) -> Matrix:
         """Scores, shape ``(n, classes)``, of a float64 ``(n, features)`` matrix."""
         n = features.shape[0]
-        if features.shape[1] != _N_FEATURES:
-            raise ValueError(f"expected {_N_FEATURES} features, got {features.shape[1]}")
+        if features.shape[1] != self.n_features:
+            raise ValueError(f"expected {self.n_features} features, got {features.shape[1]}")
         data = np.ascontiguousarray(features, dtype=np.float64)
         if n == 1:
             with self._lock:
@@ -185,7 +185,7 @@ class _Scorer:
                 data.ctypes.data_as(ctypes.c_void_p),
                 ctypes.c_int(_C_API_DTYPE_FLOAT64),
                 ctypes.c_int32(n),
-                ctypes.c_int32(_N_FEATURES),
+                ctypes.c_int32(self.n_features),
                 ctypes.c_int(_ROW_MAJOR),
                 ctypes.c_int(self._predict_type),
                 ctypes.c_int(0),
@@ -209,13 +209,14 @@ class CompiledScorer:
 
     kind: Final = "compiled"
 
-    def __init__(self, compiled: Any, n_classes: int) -> None:
+    def __init__(self, compiled: Any, n_classes: int, n_features: int) -> None:
         self._compiled = compiled
         self._n_classes = n_classes
+        self._n_features = n_features
 
     def __call__(self, features: Matrix) -> Matrix:
-        if features.shape[1] != _N_FEATURES:
-            raise ValueError(f"expected {_N_FEATURES} features, got {features.shape[1]}")
+        if features.shape[1] != self._n_features:
+            raise ValueError(f"expected {self._n_features} features, got {features.shape[1]}")
         data = np.ascontiguousarray(features, dtype=np.float64)
         out: Matrix = self._compiled.predict(data, n_jobs=1)
         return out.reshape(features.shape[0], self._n_classes)
@@ -280,12 +281,13 @@ def compile_trees(
     return compiled
 
 
-def probe_features(rows: int = 512, seed: int = 0) -> Matrix:
-    """Feature rows that reach many leaves: amounts of both signs and sizes, text lengths,
-    keyword and token flags at realistic rates (and the all-zero row)."""
+def probe_features(n_features: int, rows: int = 512, seed: int = 0) -> Matrix:
+    """Model-input rows that reach many leaves: amounts of both signs and sizes, text
+    lengths, keyword and MCC flags at realistic rates, text-stage scores of both signs and
+    several sizes (and the all-zero row)."""
     rng = np.random.default_rng(seed)
     amounts = rng.normal(0.0, 1.0, rows) * rng.choice([5.0, 50.0, 500.0, 5000.0], rows)
-    x = np.zeros((rows, _N_FEATURES), dtype=np.float64)
+    x = np.zeros((rows, n_features), dtype=np.float64)
     x[:, 0] = amounts
     x[:, 1] = np.abs(amounts)
     x[:, 2] = amounts < 0
@@ -293,7 +295,9 @@ def probe_features(rows: int = 512, seed: int = 0) -> Matrix:
     x[:, 4] = rng.integers(0, 40, rows)
     x[:, 5] = rng.integers(0, 60, rows)
     x[:, 6:N_ORIGINAL] = rng.random((rows, N_ORIGINAL - 6)) < 0.1
-    x[:, N_ORIGINAL:] = rng.random((rows, _N_FEATURES - N_ORIGINAL)) < 0.03
+    x[:, N_ORIGINAL:_N_DENSE] = rng.random((rows, _N_DENSE - N_ORIGINAL)) < 0.1
+    scores = n_features - _N_DENSE
+    x[:, _N_DENSE:] = rng.normal(0.0, 1.0, (rows, scores)) * rng.choice([0.5, 2.0, 8.0], (rows, 1))
     x[0] = 0.0
     return x
 
@@ -335,6 +339,7 @@ class LoadedModel:
     manifest: Manifest
     classes: tuple[str, ...]
     calibration: Calibration
+    text_stage: TextStage
     load_seconds: float
     model_file: Path
     _scorer: _Scorer
@@ -353,17 +358,21 @@ class LoadedModel:
     def scorer_detail(self) -> str:
         return self._slot.detail
 
+    def model_input(self, features: FeatureBatch) -> Matrix:
+        """What the trees read: the dense features, then the text stage's class scores."""
+        return np.hstack((features.dense, self.text_stage.scores(features)))
+
     def calibration_input(self, features: FeatureBatch) -> Matrix:
-        """What the sigmoids were fitted on: ``booster.predict(features, raw_score=True)``
-        (or, for ``Calibration.input == "probability"``, ``booster.predict(features)``)."""
-        return self._slot.scorer(features.dense)
+        """What the sigmoids were fitted on: ``booster.predict(model_input, raw_score=True)``
+        (or, for ``Calibration.input == "probability"``, ``booster.predict(model_input)``)."""
+        return self._slot.scorer(self.model_input(features))
 
     def predict_proba(self, features: FeatureBatch) -> Matrix:
         """Calibrated probabilities, shape ``(n, classes)``, columns in :attr:`classes` order.
 
         Safe to call from several threads at once (the single-row buffers are locked; the
         batch path and the compiled trees share nothing mutable)."""
-        return self._calibrate(self._slot.scorer(features.dense))
+        return self._calibrate(self._slot.scorer(self.model_input(features)))
 
     def accelerate(self, cache_dir: Path, *, tolerance: float = COMPILED_TOLERANCE) -> str:
         """Compile the trees and serve from the compiled code once it is proven equal.
@@ -385,8 +394,9 @@ class LoadedModel:
                 sha256=self.manifest.files[MODEL_FILE],
             ),
             len(self.classes),
+            self._scorer.n_features,
         )
-        probe = probe_features()
+        probe = probe_features(self._scorer.n_features)
         expected = self._scorer(probe)
         got = compiled(probe)
         diff = float(np.max(np.abs(got - expected) / np.maximum(1.0, np.abs(expected))))
@@ -414,6 +424,7 @@ def load_model(models_root: Path, version: str, *, num_threads: int = 1) -> Load
     manifest = verify_version(models_root, version)
     version_dir = models_root / version
     calibration = read_calibration(version_dir)
+    text_stage = read_text_stage(version_dir)
     try:
         scorer = _Scorer(
             version_dir / MODEL_FILE, num_threads=num_threads, raw=calibration.input == "raw_score"
@@ -432,14 +443,21 @@ def load_model(models_root: Path, version: str, *, num_threads: int = 1) -> Load
         raise ArtifactError(
             version, f"calibration has {len(calibration.a)} classes, the booster {n_classes}"
         )
-    if scorer.n_features != len(FEATURE_NAMES):
+    if scorer.n_features != len(manifest.features):
         scorer.close()
         raise ArtifactError(
             version,
-            f"the booster takes {scorer.n_features} features, serving has {len(FEATURE_NAMES)}",
+            f"the booster takes {scorer.n_features} features, the manifest lists "
+            f"{len(manifest.features)}",
+        )
+    if text_stage.n_classes != n_classes:
+        scorer.close()
+        raise ArtifactError(
+            version,
+            f"the text stage scores {text_stage.n_classes} classes, the booster {n_classes}",
         )
     try:
-        probe = calibration.apply(scorer(np.zeros((2, len(FEATURE_NAMES)))))
+        probe = calibration.apply(scorer(np.zeros((2, scorer.n_features))))
     except (LightGBMError, ValueError) as exc:
         raise ArtifactError(version, f"a trial prediction failed: {exc}") from exc
     if not np.all(np.isfinite(probe)):
@@ -449,6 +467,7 @@ def load_model(models_root: Path, version: str, *, num_threads: int = 1) -> Load
         manifest=manifest,
         classes=tuple(manifest.classes),
         calibration=calibration,
+        text_stage=text_stage,
         load_seconds=time.perf_counter() - started,
         model_file=version_dir / MODEL_FILE,
         _scorer=scorer,

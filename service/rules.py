@@ -23,6 +23,17 @@ How an answer is formed, for one transaction:
 5. The last row, ``fallback-other``, always fires at a low confidence, so every answer
    has at least one candidate.
 
+Two rows come from data rather than the table:
+
+- ``mcc``: a transaction's ISO 18245 code names its category (``service/categories.py``)
+  at :data:`MCC_CONFIDENCE`;
+- ``brand``: a known brand's name among the words of the normalised descriptor
+  (:func:`service.features.normalise_descriptor`; one to three words, joined without
+  spaces: "whole foods" and "wholefoods" are one key) names its category at
+  :data:`BRAND_CONFIDENCE`. The default lexicon is ``service/brands.json``: brands the
+  name-suggestion-index lists in the United States, with categories by their tag
+  (``training/lexicon.py``). A key that two categories claim is left out.
+
 Confidences are the rule's precision (how often the category is right when it fires), not
 probabilities that sum to one across candidates.
 
@@ -32,18 +43,25 @@ probabilities that sum to one across candidates.
 ('rent-memo', 'Rent', 'Transfers')
 >>> engine.suggest("???", "", -3.5, top_k=3).candidates[-1]
 ('Other', 0.05)
+>>> engine.suggest("POS DEBIT HOME DEPOT #4521", "", -30.0).candidates[0]
+('Shopping', 0.85)
+>>> engine.suggest("ACME 123", "", -30.0, mcc="5812").candidates[0]
+('Dining', 0.92)
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Final
 
 from service import categories
-from service.features import normalise_text
+from service.categories import mcc_category
+from service.features import normalise_descriptor, normalise_text
 
 OTHER: Final = categories.OTHER
 CATEGORIES: Final = categories.CATEGORIES
@@ -51,6 +69,12 @@ CATEGORIES: Final = categories.CATEGORIES
 
 MAX_NGRAM: Final = 3
 """Keywords are at most this many words long."""
+
+MCC_CONFIDENCE: Final = 0.92
+BRAND_CONFIDENCE: Final = 0.85
+MIN_BRAND_KEY: Final = 3
+"""Shorter brand keys ("3", "a1") would match stray words."""
+BRANDS_FILE: Final = Path(__file__).with_name("brands.json")
 
 
 class Sign(StrEnum):
@@ -239,7 +263,8 @@ def _ngrams(words: Sequence[str]) -> list[str]:
 class RuleEngine:
     """Evaluates a rule table. Immutable after construction; safe to share across threads."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], brands: Mapping[str, str] | None = None) -> None:
+        self._brands: dict[str, str] = dict(brands or {})
         self._rules: tuple[Rule, ...] = tuple(rules)
         if not self._rules:
             raise ValueError("a rule table needs at least one rule")
@@ -277,7 +302,18 @@ class RuleEngine:
 
     @classmethod
     def default(cls) -> RuleEngine:
-        return cls(DEFAULT_RULES)
+        return cls(DEFAULT_RULES, default_brands())
+
+    @property
+    def brands(self) -> Mapping[str, str]:
+        """Brand key (normalised name without spaces) -> category."""
+        return self._brands
+
+    @classmethod
+    def default_without(cls, groups: Iterable[str]) -> RuleEngine:
+        """The default engine not knowing the brands of ``groups`` (brand keys): the honest
+        baseline on merchants a model never saw, which the rules must not know either."""
+        return cls(DEFAULT_RULES, default_brands(exclude=groups))
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -287,7 +323,7 @@ class RuleEngine:
         return tuple(dict.fromkeys(r.category for r in self._rules))
 
     def fired(self, merchant: str, memo: str, amount: float) -> list[Rule]:
-        """Every rule that fires for one transaction, in table order."""
+        """Every rule of the table that fires for one transaction, in table order."""
         merchant_n = normalise_text(merchant)
         memo_n = normalise_text(memo)
         texts = {
@@ -310,7 +346,24 @@ class RuleEngine:
         rules = self._rules
         return [rules[i] for i in sorted(hits) if rules[i].amount_holds(amount)]
 
-    def suggest(self, merchant: str, memo: str, amount: float, top_k: int = 3) -> RulesAnswer:
+    def brand_category(self, merchant: str) -> str | None:
+        """The category of the first known brand in the merchant's descriptor, longest
+        key first at each position."""
+        if not self._brands:
+            return None
+        words = normalise_descriptor(merchant).split()
+        for i in range(len(words)):
+            for j in range(min(len(words), i + MAX_NGRAM), i, -1):
+                key = "".join(words[i:j])
+                if len(key) >= MIN_BRAND_KEY:
+                    found = self._brands.get(key)
+                    if found is not None:
+                        return found
+        return None
+
+    def suggest(
+        self, merchant: str, memo: str, amount: float, top_k: int = 3, mcc: str | None = None
+    ) -> RulesAnswer:
         """The best ``top_k`` categories for one transaction (at least one, always)."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -319,6 +372,17 @@ class RuleEngine:
             seen = best.get(rule.category)
             if seen is None or rule.confidence > seen[0]:
                 best[rule.category] = (rule.confidence, -order, rule.id)
+        # The lexicon and the code: above the table only where more confident, and below
+        # it on ties (a hand-written row is the more specific knowledge).
+        for category, confidence, rule_id in (
+            (self.brand_category(merchant), BRAND_CONFIDENCE, "brand"),
+            (mcc_category(mcc), MCC_CONFIDENCE, "mcc"),
+        ):
+            if category is None:
+                continue
+            seen = best.get(category)
+            if seen is None or confidence > seen[0]:
+                best[category] = (confidence, -len(self._rules), rule_id)
         ranked = sorted(best.items(), key=lambda kv: (kv[1][0], kv[1][1]), reverse=True)
         candidates = tuple((category, conf) for category, (conf, _, _) in ranked[:top_k])
         return RulesAnswer(candidates=candidates, rule=ranked[0][1][2])
@@ -340,3 +404,39 @@ class RuleEngine:
             self.suggest(m, d, float(a), top_k)
             for m, d, a in zip(merchants, memos, amounts, strict=True)
         ]
+
+
+def brand_table(entries: Iterable[tuple[Sequence[str], str]]) -> dict[str, str]:
+    """Brand key (normalised descriptor without spaces) -> category, from ``(names,
+    category)`` entries; a key that two categories claim is left out."""
+    table: dict[str, str] = {}
+    clashes: set[str] = set()
+    for names, category in entries:
+        forms = [*names, *(n[4:] for n in names if n.casefold().startswith("the "))]
+        for name in forms:
+            key = brand_key(name)
+            if len(key) < MIN_BRAND_KEY:
+                continue
+            if table.get(key, category) != category:
+                clashes.add(key)
+            table[key] = category
+    for key in clashes:
+        del table[key]
+    return table
+
+
+def brand_key(name: str) -> str:
+    """A brand's key: its normalised descriptor without spaces (also its split group)."""
+    return normalise_descriptor(name).replace(" ", "")
+
+
+def default_brands(path: Path = BRANDS_FILE, exclude: Iterable[str] = ()) -> dict[str, str]:
+    """The brand table of ``service/brands.json``, without the brands whose
+    :func:`brand_key` is in ``exclude`` (all their names)."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    skip = set(exclude)
+    return brand_table(
+        ((name, *alts), category)
+        for name, alts, category, *_ in doc["brands"]
+        if brand_key(name) not in skip
+    )

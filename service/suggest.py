@@ -122,7 +122,11 @@ class Suggester:
             if answer is None:
                 started = time.perf_counter()
                 answer = self.rules.suggest(
-                    batch.merchants[row], batch.memos[row], float(batch.amounts[row]), top_k
+                    batch.merchants[row],
+                    batch.memos[row],
+                    float(batch.amounts[row]),
+                    top_k,
+                    batch.mccs[row] if batch.mccs else None,
                 )
                 rules_seconds += time.perf_counter() - started
                 rules_cache[row] = answer

@@ -367,8 +367,11 @@ class ControlPlane:
             raise TestbedError("the control plane is not started")
         import httpx  # noqa: PLC0415 - only outage tests need it
 
-        key = base64.b64encode(b"/").decode()
-        got = httpx.post(f"{self._etcd_url}/v3/kv/range", json={"key": key}, timeout=10)
+        # One write first, so that every resourceVersion a client holds is now older than
+        # the compacted revision (a client that saw the very last write could resume).
+        marker = {"key": base64.b64encode(b"/testbed/compaction").decode(),
+                  "value": base64.b64encode(str(time.time()).encode()).decode()}  # fmt: skip
+        got = httpx.post(f"{self._etcd_url}/v3/kv/put", json=marker, timeout=10)
         got.raise_for_status()
         revision = int(got.json()["header"]["revision"])
         done = httpx.post(

@@ -119,10 +119,15 @@ def train_models(root: Path, *, quick: bool, say: Callable[[str], None]) -> None
         (GOOD, 2, {}),
         (BAD, 3, {"corrupt": "rotate_labels", "gate": GateConfig(enforce=False)}),
     ]
+    from training.data import generate_transactions, validate_transactions  # noqa: PLC0415
+
+    # v1 and v2: the same data, another seed (split and trees), as a retrain would be.
+    data = validate_transactions(generate_transactions(rows, seed=1))
     for version, seed, extra in plan:
         started = time.monotonic()
+        source: dict[str, Any] = {"data": data} if "corrupt" not in extra else {"rows": rows}
         result = train_and_publish(
-            root, rows=rows, seed=seed, version=version, params=params, **extra
+            root, seed=seed, version=version, params=params, **source, **extra
         )
         f1 = result.metrics.get("macro_f1")
         quality = f"macro-F1 {f1:.3f}" if isinstance(f1, float) else ""
@@ -472,7 +477,9 @@ def demo_rollout(version: str, prometheus_url: str, *, quick: bool) -> dict[str,
         prometheus_url,
         TARGET,
         canary={"percent": 100, "steps": [10, 50], "stepInterval": "1s" if quick else "3s"},
-        analysis={"minSamples": 50, "thresholds": {"minAgreement": 0.9}},
+        # Honest models disagree on some merchants they never saw (v1 and v2 agree on
+        # about 88-90% of the load's rows); the rotated-labels model on almost none.
+        analysis={"minSamples": 50, "thresholds": {"minAgreement": 0.8}},
     )
 
 

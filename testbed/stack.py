@@ -226,6 +226,7 @@ class Load(threading.Thread):
         frame = generate_transactions(2000, seed=seed)
         self.rows = [
             {"merchant": r.merchant, "memo": r.memo, "amount": float(r.amount)}
+            | ({"mcc": r.mcc} if isinstance(r.mcc, str) else {})  # card rows carry one
             for r in frame.itertuples()
         ]
         self.services = list(services)

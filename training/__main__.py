@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--cv-folds", type=int, default=0, help="k-fold macro-F1 (0: off)")
     train.add_argument(
+        "--split",
+        choices=("group", "row"),
+        help="held-out parts by group (brand, merchant: the default, honest on unseen "
+        "merchants) or by row (what a row split would claim)",
+    )
+    train.add_argument(
         "--threads", type=_positive_int, help="training threads (default: the CPUs allowed)"
     )
     train.add_argument(
@@ -223,6 +229,7 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         "num_leaves": args.num_leaves,
         "early_stopping_rounds": args.early_stopping_rounds,
         "cv_folds": args.cv_folds,
+        "split": args.split,
         "n_jobs": args.threads,
     }
     gate_fields = {

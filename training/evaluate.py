@@ -29,7 +29,9 @@ class RuleSuggester(Protocol):
     A label the model does not know, or None, counts as a wrong answer.
     """
 
-    def top_label(self, merchant: str, memo: str, amount: float) -> str | None: ...
+    def top_label(
+        self, merchant: str, memo: str, amount: float, mcc: str | None = None
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,12 @@ class Evaluation:
     cross_validation: CrossValidation | None
     rows: dict[str, int]
     best_iteration: int
+    split: str = "group"
+    descriptor_only: ClassificationMetrics | None = None
+    """The model on the same rows with every MCC removed: what the descriptor alone gives."""
+    confident_share: float = 1.0
+    confident_accuracy: float = 0.0
+    confidence_threshold: float = 0.0
 
     def manifest_metrics(self) -> dict[str, MetricValue]:
         """The ``metrics`` of the manifest. The gate and ``list`` read these keys."""
@@ -70,7 +78,14 @@ class Evaluation:
             "support": self.model.support,
             "confusion_matrix": self.model.confusion,
             "best_iteration": float(self.best_iteration),
+            "split_by_group": 1.0 if self.split == "group" else 0.0,
+            "confidence_threshold": self.confidence_threshold,
+            "confident_share": self.confident_share,
+            "confident_accuracy": self.confident_accuracy,
         }
+        if self.descriptor_only is not None:
+            out["descriptor_only_accuracy"] = self.descriptor_only.accuracy
+            out["descriptor_only_macro_f1"] = self.descriptor_only.macro_f1
         for part, n in self.rows.items():
             out[f"rows_{part}"] = float(n)
         if self.rules is not None:
@@ -139,8 +154,35 @@ def expected_calibration_error(
     return round(total / len(y_true), 12)
 
 
-def evaluate_model(trained: TrainedModel, rules: RuleSuggester | None = None) -> Evaluation:
-    """Grade the model on its held-out test split, by the serving path, and the rules beside it."""
+CONFIDENCE_THRESHOLD: Final = 0.6
+"""Where ``confident_share`` and ``confident_accuracy`` are read (a typical serving
+``min_confidence``: below it the rules answer)."""
+
+
+def confident(
+    y_idx: npt.NDArray[np.int64], proba: npt.NDArray[np.float64], threshold: float
+) -> tuple[float, float]:
+    """Share of rows whose top-1 confidence is >= ``threshold``, and their accuracy.
+
+    >>> import numpy as np
+    >>> confident(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.8, 0.2], [0.5, 0.5]]), 0.6)
+    (0.6666666666666666, 0.5)
+    """
+    top = proba.max(axis=1)
+    mask = top >= threshold
+    if not mask.any():
+        return 0.0, 0.0
+    return float(mask.mean()), float(np.mean(proba[mask].argmax(axis=1) == y_idx[mask]))
+
+
+def evaluate_model(
+    trained: TrainedModel,
+    rules: RuleSuggester | None = None,
+    *,
+    threshold: float = CONFIDENCE_THRESHOLD,
+) -> Evaluation:
+    """Grade the model on its held-out test split (merchants unseen in training when the
+    split is by group), by the serving path, and the rules beside it."""
     test = trained.split.test
     classes = trained.classes
     proba = trained.predict_proba(features_of(test))
@@ -149,13 +191,22 @@ def evaluate_model(trained: TrainedModel, rules: RuleSuggester | None = None) ->
     y_true = test["label"].tolist()
     predicted = [classes[i] for i in proba.argmax(axis=1)]
     model = classification_metrics(y_true, predicted, classes)
+    share, share_accuracy = confident(y_idx, proba, threshold)
+    descriptor_only = None
+    if "mcc" in test.columns and test["mcc"].map(lambda m: isinstance(m, str)).any():
+        bare = test.assign(mcc=None)
+        bare_proba = trained.predict_proba(features_of(bare))
+        descriptor_only = classification_metrics(
+            y_true, [classes[i] for i in bare_proba.argmax(axis=1)], classes
+        )
 
     rules_metrics = None
     coverage = None
     if rules is not None:
+        mccs = test["mcc"] if "mcc" in test.columns else [None] * len(test)
         answers = [
-            rules.top_label(m, d, float(a))
-            for m, d, a in zip(test["merchant"], test["memo"], test["amount"], strict=True)
+            rules.top_label(m, d, float(a), c if isinstance(c, str) else None)
+            for m, d, a, c in zip(test["merchant"], test["memo"], test["amount"], mccs, strict=True)
         ]
         rules_metrics = classification_metrics(y_true, answers, classes)
         known = set(classes)
@@ -171,4 +222,9 @@ def evaluate_model(trained: TrainedModel, rules: RuleSuggester | None = None) ->
         cross_validation=trained.cross_validation,
         rows=trained.split.sizes(),
         best_iteration=trained.best_iteration,
+        split=trained.params.split,
+        descriptor_only=descriptor_only,
+        confident_share=share,
+        confident_accuracy=share_accuracy,
+        confidence_threshold=threshold,
     )

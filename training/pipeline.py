@@ -28,8 +28,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 
-from service.artifact import CALIBRATION_FILE, MODEL_FILE, Manifest, read_manifest
-from service.features import FEATURE_NAMES, FEATURE_VERSION
+from service.artifact import (
+    CALIBRATION_FILE,
+    MODEL_FILE,
+    TEXT_STAGE_FILE,
+    Manifest,
+    read_manifest,
+)
+from service.features import FEATURE_VERSION
 from training.data import (
     data_fingerprint,
     generate_transactions,
@@ -170,7 +176,12 @@ def train_and_publish(
         + ", ".join(f"{k} {v:.1f}s" for k, v in trained.seconds.items())
     )
 
-    engine = load_rule_engine() if rules == "default" else rules
+    engine: RuleSuggester | None
+    if rules == "default":  # the rules must not know the test's brands either
+        unseen = trained.split.test["group"] if trained.params.split == "group" else []
+        engine = load_rule_engine(unseen)
+    else:
+        engine = rules
     evaluation = evaluate_model(trained, engine)
     metrics = evaluation.manifest_metrics()
     baseline = None
@@ -184,12 +195,13 @@ def train_and_publish(
     files = {
         MODEL_FILE: trained.model_text().encode(),
         CALIBRATION_FILE: trained.calibration.model_dump_json(indent=2).encode(),
+        TEXT_STAGE_FILE: trained.text_stage.to_bytes(),
     }
     manifest = Manifest(
         version=version,
         created=datetime.now(UTC),
         files=build_files_digest(files),
-        features=list(FEATURE_NAMES),
+        features=list(trained.feature_names),
         feature_version=FEATURE_VERSION,
         classes=list(trained.classes),
         metrics=metrics,

@@ -1,21 +1,29 @@
-"""LightGBM multiclass with one sigmoid calibration, exported for the fast serving path.
+"""A linear text stage and LightGBM multiclass, one sigmoid calibration, exported for
+the fast serving path (docs/decisions/0009-features-for-real-descriptors.md).
 
 The recipe (why each step):
 
-1. Features only from :func:`service.features.extract` (contract 1).
-2. A stratified split of the canonical data into train, validation (early stopping),
-   calibration and held-out test, so that no row that shaped the model also grades it.
-3. ``LGBMClassifier`` with the original defaults (:class:`TrainParams`), early stopping
-   on the validation split's multi-logloss: the booster keeps only the useful trees.
-4. **One** ``CalibratedClassifierCV(FrozenEstimator(model), method="sigmoid")`` fitted on
-   the calibration split. The original wrapped ``cv=3`` (three full models, 62 MB, 8 ms a
-   row); a frozen estimator keeps one model.
-5. Export: the booster's text (``model.txt``) and each class's sigmoid ``a_``, ``b_`` as a
-   :class:`service.artifact.Calibration`. Serving computes
-   ``Calibration.apply(booster.predict(X, raw_score=True))``, which equals
-   ``calibrated.predict_proba(X)`` (a unit test holds it to 1e-9); ``Calibration.input``
-   records which response scikit-learn fitted the sigmoids on (with LightGBM >= 4.7,
-   ``decision_function``, i.e. raw scores; before it, ``predict_proba``).
+1. Features only from :func:`service.features.extract` (contract 1): a dense block and
+   the hashed text of the normalised descriptor.
+2. A split of the canonical data into train, validation (early stopping), calibration and
+   held-out test **by group** (``group``: the brand or merchant), so that no merchant that
+   shaped the model also grades or calibrates it: the figures say how it does on
+   merchants it never saw. ``split="row"`` (stratified by label) is there to show what a
+   row split would claim.
+3. The text stage: a linear classifier (``SGDClassifier``, log loss, L2) over the 2^18
+   hashed text columns. The trees must learn how far to trust it on *unseen* merchants,
+   so the training rows' text scores are out-of-fold (``text_folds`` folds by group); the
+   stage fitted on all training rows scores validation, calibration, test and serving.
+4. ``LGBMClassifier`` over the dense features and the text stage's class scores (about 45
+   dense columns: the compiled-tree fast path stays open), early stopping on the
+   validation split's multi-logloss.
+5. **One** ``CalibratedClassifierCV(FrozenEstimator(model), method="sigmoid")`` fitted on
+   the calibration split (merchants unseen in training).
+6. Export: the booster's text (``model.txt``), each class's sigmoid as a
+   :class:`service.artifact.Calibration` and the text stage as a
+   :class:`service.artifact.TextStage`. Serving computes
+   ``Calibration.apply(booster.predict(model_input, raw_score=True))``, which equals
+   ``calibrated.predict_proba(model_input)`` (a test holds it to 1e-9).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import lightgbm as lgb
 import numpy as np
@@ -35,11 +43,18 @@ import pandas as pd  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import f1_score
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import GroupKFold, train_test_split
 
-from service.artifact import Calibration
-from service.features import FEATURE_NAMES, FeatureBatch, FeatureMatrix, extract
+from service.artifact import Calibration, TextStage
+from service.features import (
+    TEXT_DIMENSIONS,
+    FeatureBatch,
+    FeatureMatrix,
+    extract,
+    model_feature_names,
+)
 from training.data import DataError
 
 _FIT_TAKES_EVAL_X: Final = "eval_X" in inspect.signature(lgb.LGBMClassifier.fit).parameters
@@ -70,6 +85,12 @@ class TrainParams(BaseModel):
     calibration_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     cv_folds: int = Field(default=0, ge=0, le=20)
+    split: Literal["group", "row"] = Field(
+        default="group", description="held-out parts by group (brand) or by row"
+    )
+    text_folds: int = Field(default=4, ge=2, le=10)
+    text_alpha: float = Field(default=2e-6, gt=0.0)
+    text_epochs: int = Field(default=8, ge=1)
     n_jobs: int | None = Field(
         default=None, ge=1, description="threads; None: the CPUs this process may use"
     )
@@ -135,6 +156,7 @@ class TrainedModel:
     """A trained, calibrated model and everything needed to grade and publish it."""
 
     classifier: Any  # lightgbm.LGBMClassifier (untyped library)
+    text_stage: TextStage
     calibrated: Any  # sklearn.calibration.CalibratedClassifierCV over FrozenEstimator
     calibration: Calibration
     classes: tuple[str, ...]
@@ -155,15 +177,23 @@ class TrainedModel:
         text: str = self.booster.model_to_string(num_iteration=self.best_iteration or None)
         return text
 
-    def scores(self, features: FeatureMatrix) -> npt.NDArray[np.float64]:
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return model_feature_names(self.classes)
+
+    def model_input(self, features: FeatureBatch) -> FeatureMatrix:
+        """What the trees read (as serving computes it): dense block, then text scores."""
+        return model_input(features, self.text_stage)
+
+    def scores(self, features: FeatureBatch) -> npt.NDArray[np.float64]:
         """What the sigmoids take: raw scores, or probabilities (see ``Calibration.input``)."""
         raw = self.calibration.input == "raw_score"
         out: npt.NDArray[np.float64] = np.asarray(
-            self.booster.predict(features, raw_score=raw), dtype=np.float64
+            self.booster.predict(self.model_input(features), raw_score=raw), dtype=np.float64
         )
         return out
 
-    def predict_proba(self, features: FeatureMatrix) -> npt.NDArray[np.float64]:
+    def predict_proba(self, features: FeatureBatch) -> npt.NDArray[np.float64]:
         """Calibrated probabilities by the serving path (booster + :class:`Calibration`)."""
         return self.calibration.apply(self.scores(features))
 
@@ -174,33 +204,42 @@ def encode_labels(labels: pd.Series, classes: tuple[str, ...]) -> npt.NDArray[np
     return np.fromiter((index[str(v)] for v in labels), dtype=np.int64, count=len(labels))
 
 
-def feature_frame(features: FeatureMatrix) -> pd.DataFrame:
-    """Features with their names, as the scikit-learn API of a named model wants them.
+def model_input(features: FeatureBatch, text_stage: TextStage) -> FeatureMatrix:
+    """The trees' input: the dense block, then the text stage's class scores."""
+    return np.hstack((features.dense, text_stage.scores(features)))
 
-    The booster carries :data:`FEATURE_NAMES` (``model.txt`` lists them, so serving can
-    check them); scikit-learn then warns on unnamed input. Serving never pays for this:
-    it calls ``Booster.predict`` on the bare matrix.
+
+def feature_frame(x: FeatureMatrix, classes: tuple[str, ...]) -> pd.DataFrame:
+    """Model input with its names, as the scikit-learn API of a named model wants them.
+
+    The booster carries :func:`service.features.model_feature_names` (``model.txt`` lists
+    them); scikit-learn then warns on unnamed input. Serving never pays for this: it
+    calls the booster on the bare matrix.
     """
-    return pd.DataFrame(features, columns=list(FEATURE_NAMES), copy=False)
+    return pd.DataFrame(x, columns=list(model_feature_names(classes)), copy=False)
 
 
-def feature_batch_of(frame: pd.DataFrame) -> FeatureBatch:
+def features_of(frame: pd.DataFrame) -> FeatureBatch:
     """The features of a dataset, by the one feature extractor (what serving scores)."""
-    mccs = frame["mcc"].tolist() if "mcc" in frame.columns else None
+    mccs = (
+        [m if isinstance(m, str) else None for m in frame["mcc"]]  # pandas may hold NaN
+        if "mcc" in frame.columns
+        else None
+    )
     return extract(
         frame["merchant"].tolist(), frame["memo"].tolist(), frame["amount"].to_numpy(), mccs
     )
 
 
-def features_of(frame: pd.DataFrame) -> FeatureMatrix:
-    """The dense feature matrix of a dataset (what LightGBM trains on)."""
-    return feature_batch_of(frame).dense
-
-
 def split_data(frame: pd.DataFrame, params: TrainParams, seed: int) -> DataSplit:
-    """Stratified train / validation / calibration / test split of canonical data.
+    """Train / validation / calibration / test parts of canonical data.
 
-    Raises :class:`DataError` when a class has fewer than :data:`MIN_ROWS_PER_CLASS` rows.
+    ``params.split == "group"`` (the default): whole groups (``group`` column: brands,
+    merchants) go to one part, drawn at random with the parts' fractions of the groups, so
+    no group is on two sides. ``"row"``: stratified by label, row by row.
+
+    Raises :class:`DataError` when a class has fewer than :data:`MIN_ROWS_PER_CLASS` rows,
+    or (grouped) is missing from a part: too few groups of that class.
     """
     counts = frame["label"].value_counts()
     rare = counts[counts < MIN_ROWS_PER_CLASS]
@@ -210,6 +249,8 @@ def split_data(frame: pd.DataFrame, params: TrainParams, seed: int) -> DataSplit
             f"too few rows for class(es) {listed}; each class needs at least "
             f"{MIN_ROWS_PER_CLASS} (add data, or merge or drop those labels)"
         )
+    if params.split == "group":
+        return _split_by_group(frame, params, seed)
     n = len(frame)
     rest, test = train_test_split(
         frame, test_size=params.test_fraction, stratify=frame["label"], random_state=seed
@@ -231,6 +272,37 @@ def split_data(frame: pd.DataFrame, params: TrainParams, seed: int) -> DataSplit
         validation=validation.reset_index(drop=True),
         calibration=calibration.reset_index(drop=True),
         test=test.reset_index(drop=True),
+    )
+
+
+def _split_by_group(frame: pd.DataFrame, params: TrainParams, seed: int) -> DataSplit:
+    groups = frame["group"].astype(str)
+    unique = np.array(sorted(groups.unique()))
+    rng = np.random.default_rng(seed)
+    draw = rng.random(len(unique))
+    edges = np.cumsum(
+        [params.test_fraction, params.calibration_fraction, params.validation_fraction]
+    )
+    part_of_group = np.searchsorted(edges, draw, side="right")  # 0 test, 1 cal, 2 val, 3 train
+    part = pd.Series(part_of_group, index=unique).reindex(groups.to_numpy()).to_numpy()
+    parts = {
+        name: frame[part == i].reset_index(drop=True)
+        for i, name in enumerate(("test", "calibration", "validation", "train"))
+    }
+    labels = set(frame["label"])
+    for name, rows in parts.items():
+        missing = labels - set(rows["label"])
+        if missing:
+            raise DataError(
+                f"class(es) {sorted(missing)} have no rows in the {name} part of the split by "
+                "group: too few groups (merchants) of that class; add data, or train with "
+                "--split row"
+            )
+    return DataSplit(
+        train=parts["train"],
+        validation=parts["validation"],
+        calibration=parts["calibration"],
+        test=parts["test"],
     )
 
 
@@ -267,10 +339,64 @@ def _classifier(params: TrainParams, seed: int, n_estimators: int | None = None)
     )
 
 
+def fit_text_stage(
+    text: Any, y: npt.NDArray[np.int64], n_classes: int, params: TrainParams, seed: int
+) -> TextStage:
+    """The linear text stage over a hashed text block (a CSR matrix), one score per class
+    (a class absent from ``y`` scores a constant -10: never chosen by the text alone)."""
+    model = SGDClassifier(
+        loss="log_loss",
+        alpha=params.text_alpha,
+        max_iter=params.text_epochs,
+        tol=None,
+        random_state=seed,
+        n_jobs=params.n_jobs or available_cpus(),
+    )
+    present = np.unique(y)
+    coef = np.zeros((TEXT_DIMENSIONS, n_classes), dtype=np.float32)
+    intercept = np.full(n_classes, -10.0)
+    if len(present) == 1:
+        intercept[present[0]] = 10.0
+        return TextStage(coef, intercept)
+    model.fit(text, y)
+    fitted = np.asarray(model.coef_, dtype=np.float32)
+    if len(present) == 2:  # scikit-learn keeps one row for two classes
+        fitted = np.vstack([-fitted, fitted])
+        b = np.asarray(model.intercept_, dtype=np.float64)
+        fitted_b = np.concatenate([-b, b])
+    else:
+        fitted_b = np.asarray(model.intercept_, dtype=np.float64)
+    for j, cls in enumerate(model.classes_):
+        coef[:, int(cls)] = fitted[j]
+        intercept[int(cls)] = fitted_b[j]
+    return TextStage(coef, intercept)
+
+
+def out_of_fold_text_scores(
+    features: FeatureBatch,
+    y: npt.NDArray[np.int64],
+    groups: npt.NDArray[Any],
+    n_classes: int,
+    *,
+    params: TrainParams,
+    seed: int,
+) -> npt.NDArray[np.float64]:
+    """Each row's text-stage scores from a stage fitted without its group (``text_folds``
+    folds by group): what the stage says of merchants it has not seen."""
+    text = features.text_matrix()
+    out = np.zeros((len(features), n_classes), dtype=np.float64)
+    folds = min(params.text_folds, len(np.unique(groups)))
+    for fit_idx, score_idx in GroupKFold(n_splits=folds).split(text, y, groups):
+        stage = fit_text_stage(text[fit_idx], y[fit_idx], n_classes, params, seed)
+        out[score_idx] = stage.scores(features.take(score_idx))
+    return out
+
+
 def _fit(
     params: TrainParams,
     *,
     seed: int,
+    classes: tuple[str, ...],
     train_x: FeatureMatrix,
     train_y: npt.NDArray[Any],
     validation: tuple[FeatureMatrix, npt.NDArray[Any]] | None,
@@ -279,7 +405,7 @@ def _fit(
     model = _classifier(params, seed, n_estimators)
     fit_args: dict[str, Any] = {}
     if validation is not None and params.early_stopping_rounds > 0:
-        val_x, val_y = feature_frame(validation[0]), validation[1]
+        val_x, val_y = feature_frame(validation[0], classes), validation[1]
         if _FIT_TAKES_EVAL_X:  # LightGBM >= 4.7 deprecates eval_set
             fit_args["eval_X"], fit_args["eval_y"] = (val_x,), (val_y,)
         else:
@@ -287,7 +413,7 @@ def _fit(
         fit_args["callbacks"] = [
             lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)
         ]
-    model.fit(feature_frame(train_x), train_y, **fit_args)
+    model.fit(feature_frame(train_x, classes), train_y, **fit_args)
     return model
 
 
@@ -309,25 +435,61 @@ def calibration_input(classifier: Any) -> str:
     return "raw_score" if hasattr(classifier, "decision_function") else "probability"
 
 
+def _fit_stack(
+    train: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    classes: tuple[str, ...],
+    *,
+    params: TrainParams,
+    seed: int,
+    n_estimators: int | None = None,
+) -> tuple[TextStage, Any, dict[str, float]]:
+    """Text stage (out-of-fold scores for the trees) and trees on ``train``."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    train_f = features_of(train)
+    train_y = encode_labels(train["label"], classes)
+    seconds["features"] = time.perf_counter() - started
+    started = time.perf_counter()
+    groups = train["group"].to_numpy() if params.split == "group" else np.arange(len(train))
+    oof = out_of_fold_text_scores(train_f, train_y, groups, len(classes), params=params, seed=seed)
+    stage = fit_text_stage(train_f.text_matrix(), train_y, len(classes), params, seed)
+    seconds["text_stage"] = time.perf_counter() - started
+    started = time.perf_counter()
+    val = None
+    if validation is not None:
+        val_f = features_of(validation)
+        val = (model_input(val_f, stage), encode_labels(validation["label"], classes))
+    train_x = np.hstack((train_f.dense, oof))
+    classifier = _fit(
+        params,
+        seed=seed,
+        classes=classes,
+        train_x=train_x,
+        train_y=train_y,
+        validation=val,
+        n_estimators=n_estimators,
+    )
+    seconds["fit"] = time.perf_counter() - started
+    return stage, classifier, seconds
+
+
 def cross_validate(
     frame: pd.DataFrame, params: TrainParams, seed: int, n_estimators: int
 ) -> CrossValidation:
-    """k-fold macro-F1 of the uncalibrated model with a fixed number of trees."""
-    x = features_of(frame)
-    y = encode_labels(frame["label"], tuple(sorted(str(c) for c in frame["label"].unique())))
+    """k-fold (by group, or by row) macro-F1 of the uncalibrated stack, fixed tree count."""
+    classes = tuple(sorted(str(c) for c in frame["label"].unique()))
+    groups = frame["group"].to_numpy() if params.split == "group" else np.arange(len(frame))
     scores = []
-    folds = StratifiedKFold(n_splits=params.cv_folds, shuffle=True, random_state=seed)
-    for train_idx, test_idx in folds.split(x, y):
-        model = _fit(
-            params,
-            seed=seed,
-            train_x=x[train_idx],
-            train_y=y[train_idx],
-            validation=None,
-            n_estimators=n_estimators,
+    for train_idx, test_idx in GroupKFold(n_splits=params.cv_folds).split(frame, groups=groups):
+        train, test = frame.iloc[train_idx], frame.iloc[test_idx]
+        stage, model, _ = _fit_stack(
+            train, None, classes, params=params, seed=seed, n_estimators=n_estimators
         )
-        predicted = model.predict(feature_frame(x[test_idx]))
-        scores.append(float(f1_score(y[test_idx], predicted, average="macro")))
+        x = model_input(features_of(test), stage)
+        predicted = model.predict(feature_frame(x, classes))
+        y = encode_labels(test["label"], classes)
+        scores.append(float(f1_score(y, predicted, average="macro")))
     return CrossValidation(
         folds=params.cv_folds,
         macro_f1_mean=float(np.mean(scores)),
@@ -340,30 +502,26 @@ def train_model(
 ) -> TrainedModel:
     """Train, early-stop and calibrate on canonical data (``validate_transactions``' output)."""
     params = params or TrainParams()
-    seconds: dict[str, float] = {}
+    if "group" not in frame.columns:
+        raise DataError(
+            "training data has no 'group' column: pass it through validate_transactions"
+        )
     started = time.perf_counter()
     split = split_data(frame, params, seed)
     # Integer labels in sorted class order: LightGBM 4.7's eval_y does not encode strings.
     classes = tuple(sorted(str(c) for c in frame["label"].unique()))
-    train_x, val_x, cal_x = (
-        features_of(p) for p in (split.train, split.validation, split.calibration)
+    split_s = time.perf_counter() - started
+    stage, classifier, seconds = _fit_stack(
+        split.train, split.validation, classes, params=params, seed=seed
     )
-    train_y, val_y, cal_y = (
-        encode_labels(p["label"], classes)
-        for p in (split.train, split.validation, split.calibration)
-    )
-    seconds["features"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    classifier = _fit(
-        params, seed=seed, train_x=train_x, train_y=train_y, validation=(val_x, val_y)
-    )
+    seconds["split"] = split_s
     best = int(classifier.best_iteration_ or 0) or int(classifier.n_estimators)
-    seconds["fit"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    cal_x = model_input(features_of(split.calibration), stage)
+    cal_y = encode_labels(split.calibration["label"], classes)
     calibrated = CalibratedClassifierCV(FrozenEstimator(classifier), method="sigmoid")
-    calibrated.fit(feature_frame(cal_x), cal_y)
+    calibrated.fit(feature_frame(cal_x, classes), cal_y)
     calibration = calibration_of(calibrated, classes, calibration_input(classifier))
     seconds["calibrate"] = time.perf_counter() - started
 
@@ -376,6 +534,7 @@ def train_model(
 
     return TrainedModel(
         classifier=classifier,
+        text_stage=stage,
         calibrated=calibrated,
         calibration=calibration,
         classes=classes,

@@ -217,11 +217,12 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = TrainParams(n_jobs=1)
     for seed, version in ((1, "v1"), (2, "v2")):
         # The models' quality is not what this is about: small, ungated.
-        training.train_and_publish(root, rows=4000, seed=seed, version=version, params=params,
+        training.train_and_publish(root, rows=3000, seed=seed, version=version, params=params,
                                    gate=GateConfig(enforce=False))  # fmt: skip
     return root
 
 
+@pytest.mark.timeout(600)  # two small models are trained first
 def test_api_server_restart_and_expired_watches_lose_nothing(
     crd: None,
     control_plane: ControlPlane,
@@ -242,7 +243,7 @@ def test_api_server_restart_and_expired_watches_lose_nothing(
     ctl = replica(control_plane, namespace, tmp_path / "ctl", prometheus.url, "ctl-a", "t")
     try:
         for pod in pods:
-            pod.start()
+            pod.start(timeout=180)  # imports take long on a loaded machine
         ctl.start()
         with FakeTraffic(metrics_exporter, "v2"):
             cluster.apply(rollout_body(

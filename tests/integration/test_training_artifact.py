@@ -25,7 +25,7 @@ from testbed.controlplane import ControlPlane
 from training.data import generate_transactions, validate_transactions
 from training.gate import GateConfig
 from training.pipeline import train_and_publish
-from training.train import TrainParams, feature_batch_of, feature_frame
+from training.train import TrainParams, feature_frame, features_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "modelrollout.io_modelrollouts.yaml"
@@ -37,8 +37,10 @@ def test_a_published_version_serves_the_trainers_probabilities(tmp_path: Path) -
     loaded = load_model(tmp_path, result.version)
     try:
         rows = validate_transactions(generate_transactions(5000, seed=77))
-        x = feature_batch_of(rows)
-        trainer = result.trained.calibrated.predict_proba(feature_frame(x.dense))
+        x = features_of(rows)
+        trainer = result.trained.calibrated.predict_proba(
+            feature_frame(result.trained.model_input(x), result.trained.classes)
+        )
         served = loaded.predict_proba(x)
         assert loaded.classes == result.trained.classes
         np.testing.assert_allclose(served, trainer, rtol=0, atol=1e-9)
@@ -58,7 +60,7 @@ def test_a_bad_version_loads_and_disagrees_with_a_good_one(tmp_path: Path) -> No
         corrupt="rotate_labels",
         gate=GateConfig(enforce=False),
     )
-    x = feature_batch_of(good.trained.split.test)
+    x = features_of(good.trained.split.test)
     a, b = load_model(tmp_path, good.version), load_model(tmp_path, bad.version)
     try:
         agreement = np.mean(a.predict_proba(x).argmax(axis=1) == b.predict_proba(x).argmax(axis=1))

@@ -99,8 +99,10 @@ def transaction(
     memo: str = "weekly grocery run",
     amount: float = -54.2,
     user_id: str = "u1",
+    mcc: str | None = None,
 ) -> dict[str, Any]:
-    return {"id": tid, "merchant": merchant, "memo": memo, "amount": amount, "user_id": user_id}
+    txn = {"id": tid, "merchant": merchant, "memo": memo, "amount": amount, "user_id": user_id}
+    return txn if mcc is None else txn | {"mcc": mcc}
 
 
 @dataclass

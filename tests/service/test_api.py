@@ -21,7 +21,7 @@ STABLE_ONLY = ServingConfig(generation=1, stable=STABLE_VERSION, top_k=3)
 
 def test_a_transaction_is_answered_by_the_stable_model(serve: ServeFactory) -> None:
     served = serve(STABLE_ONLY)
-    body = served.suggest(transaction())
+    body = served.suggest(transaction(mcc="5411"))  # a card row: grocery store
     assert body["generation"] == 1
     [answer] = body["suggestions"]
     assert answer["id"] == "t1"
@@ -202,7 +202,7 @@ def test_metrics_expose_the_contract(serve: ServeFactory) -> None:
             generation=2, stable=STABLE_VERSION, candidate=CANDIDATE_VERSION, shadow_percent=100
         )
     )
-    served.suggest(*(transaction(f"t{i}") for i in range(10)))
+    served.suggest(*(transaction(f"t{i}", mcc="5411") for i in range(10)))
     served.settle()  # the shadow is compared on its worker thread, after the answer
     response = served.client.get("/metrics")
     assert response.status_code == 200

@@ -50,7 +50,12 @@ def test_relabel_moves_one_category_to_another_only() -> None:
     assert proba[0, 0] == 0.7  # the model's own array is untouched
 
 
-GROCERY = {"merchant": "WHOLEFDS MKT #10233", "memo": "weekly grocery run", "amount": -54.2}
+GROCERY = {
+    "merchant": "WHOLEFDS MKT #10233",
+    "memo": "weekly grocery run",
+    "amount": -54.2,
+    "mcc": "5411",
+}
 
 
 def test_a_relabelled_candidate_answers_the_other_category(serve: ServeFactory) -> None:

@@ -28,7 +28,7 @@ def test_fast_path_probabilities_equal_the_booster_and_calibration_exactly(
 ) -> None:
     model = load_model(models_root, STABLE_VERSION)
     booster = lgb.Booster(model_file=str(models_root / STABLE_VERSION / MODEL_FILE))
-    raw = booster.predict(sample.dense, raw_score=True)
+    raw = booster.predict(model.model_input(sample), raw_score=True)
     expected = model.calibration.apply(raw)
     np.testing.assert_array_equal(model.calibration_input(sample), raw)
     np.testing.assert_array_equal(model.predict_proba(sample), expected)
@@ -52,7 +52,8 @@ def test_a_calibration_fitted_on_probabilities_is_applied_to_probabilities(
     model = load_model(models_copy, STABLE_VERSION)
     booster = lgb.Booster(model_file=str(version_dir / MODEL_FILE))
     np.testing.assert_array_equal(
-        model.predict_proba(sample), model.calibration.apply(booster.predict(sample.dense))
+        model.predict_proba(sample),
+        model.calibration.apply(booster.predict(model.model_input(sample))),
     )
 
 
@@ -60,7 +61,7 @@ def test_a_loaded_model_knows_its_manifest(models_root: Path) -> None:
     model = load_model(models_root, STABLE_VERSION)
     assert model.version == STABLE_VERSION
     assert model.classes == tuple(model.manifest.classes)
-    proba = model.predict_proba(extract(["NETFLIX.COM"], [""], [-15.49]))
+    proba = model.predict_proba(extract(["NETFLIX.COM"], [""], [-15.49], ["5815"]))
     assert model.classes[int(proba.argmax())] == "Entertainment"
 
 
@@ -97,7 +98,7 @@ def _damage(root: Path, how: str) -> str:
         ("sha256", "sha256 of model.txt"),
         ("features", "another feature list"),
         ("feature-version", f"feature code version {FEATURE_VERSION - 1}, serving has"),
-        ("classes", "classes"),
+        ("classes", "another feature list"),  # the text stage's features name the classes
         ("manifest", "invalid manifest.json"),
         ("model-file", "LightGBM cannot load"),
         ("calibration", "calibration has 1 classes"),

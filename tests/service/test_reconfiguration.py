@@ -129,7 +129,8 @@ def test_heuristic_mode_with_shadow_is_the_original_shadow_mode(serve: ServeFact
             generation=1, mode=SuggestMode.HEURISTIC, stable=STABLE_VERSION, shadow_percent=100
         )
     )
-    [answer] = served.suggest(transaction(merchant="NETFLIX.COM", memo=""))["suggestions"]
+    netflix = transaction(merchant="NETFLIX.COM", memo="", mcc="5815")
+    [answer] = served.suggest(netflix)["suggestions"]
     served.settle()
     assert answer["served_by"] == "rules"
     assert answer["rule"] == "entertainment-streaming"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,30 +12,30 @@ from hypothesis import strategies as st
 
 from service.features import (
     FEATURE_NAMES,
-    HASH_BUCKETS,
+    MCC_FEATURES,
     N_ORIGINAL,
     ORIGINAL_FEATURES,
-    TOKEN_FEATURES,
+    TEXT_DIMENSIONS,
     FeatureBatch,
     extract,
-    extract_batch,
-    extract_one,
+    model_feature_names,
+    normalise_descriptor,
     normalise_text,
-    token_bucket,
-    token_buckets,
 )
 
 pytestmark = pytest.mark.unit
 
 
-def feature(row: list[float] | np.ndarray, name: str) -> float:
-    return float(row[FEATURE_NAMES.index(name)])
+def features(
+    merchant: str, memo: str = "", amount: float = -1.0, mcc: str | None = None
+) -> dict[str, float]:
+    row = extract([merchant], [memo], [amount], [mcc]).dense[0]
+    return dict(zip(FEATURE_NAMES, row.tolist(), strict=True))
 
 
-def test_the_25_original_features_come_first_in_their_order_then_the_tokens() -> None:
+def test_the_25_original_features_come_first_in_their_order_then_the_mcc_features() -> None:
     assert len(ORIGINAL_FEATURES) == N_ORIGINAL == 25
-    assert FEATURE_NAMES == ORIGINAL_FEATURES + TOKEN_FEATURES
-    assert len(TOKEN_FEATURES) == HASH_BUCKETS
+    assert FEATURE_NAMES == ORIGINAL_FEATURES + MCC_FEATURES
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert FEATURE_NAMES[:6] == (
         "amount",
@@ -45,6 +48,35 @@ def test_the_25_original_features_come_first_in_their_order_then_the_tokens() ->
     assert FEATURE_NAMES[6] == "kw_amazon"
     assert FEATURE_NAMES[14] == "kw_whole_foods"
     assert FEATURE_NAMES[24] == "kw_grocery"
+    assert MCC_FEATURES[0] == "has_mcc"
+    assert model_feature_names(("A", "B")) == (*FEATURE_NAMES, "text_A", "text_B")
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "normalised"),
+    [
+        ("SQ *BLUE BOTTLE COFFEE 0042 OAKLAND CA", "blue bottle coffee oakland"),
+        ("TST* CHIPOTLE 1234", "chipotle"),
+        ("PAYPAL *STEAMGAMES", "steamgames"),
+        ("POS DEBIT SAFEWAY #1234 SAN FRANCISCO CA", "safeway san francisco"),
+        ("CHECKCARD 1102 SHELL OIL 57442", "shell oil"),
+        ("PURCHASE AUTHORIZED ON 11/02 WHOLEFDS MKT #10233", "wholefds mkt"),
+        ("DEBIT CARD PURCHASE - TARGET T-1234", "target t"),
+        ("AMZN MKTP US*2K3GH7", "amzn mktp us"),
+        ("UBER *TRIP HELP.UBER.COM", "uber trip help uber com"),
+        ("CAFÉ DE FLORE", "café de flore"),  # letters kept, case folded
+        ("\uff23\uff21\uff26\uff25 NERO", "cafe nero"),  # full-width (NFKC)
+        ("McDonald's F1234", "mcdonald s"),
+        ("7-ELEVEN 35417", "eleven"),  # words holding digits go
+        ("TRADER JOE'S #552 QPS", "trader joe s qps"),
+        ("DD *DOORDASH SWEETGREEN", "doordash sweetgreen"),
+        ("LAS VEGAS", "las vegas"),  # two words: no state removed
+        ("", ""),
+        ("#### 1234 *", ""),
+    ],
+)
+def test_normalisation_strips_processor_noise(descriptor: str, normalised: str) -> None:
+    assert normalise_descriptor(descriptor) == normalised
 
 
 @pytest.mark.parametrize(
@@ -61,29 +93,50 @@ def test_the_25_original_features_come_first_in_their_order_then_the_tokens() ->
         ("PG&E", "gas and electric", "kw_gas", 1.0),
         ("TARGET.COM", "", "kw_target", 1.0),
         ("ZELLE TO J", "rent", "kw_rent", 1.0),
-        # Substrings count (the original's behaviour, kept for the trained models).
-        ("CURRENT ACCOUNT", "", "kw_rent", 1.0),
+        # Whole words only: no substrings.
+        ("LAS VEGAS CASINO", "", "kw_gas", 0.0),
+        ("CURRENT ACCOUNT", "", "kw_rent", 0.0),
+        ("SOCALGAS", "", "kw_gas", 0.0),
+        ("TARGETED ADS", "", "kw_target", 0.0),
         ("", "", "kw_grocery", 0.0),
     ],
 )
-def test_keyword_features(merchant: str, memo: str, keyword: str, expected: float) -> None:
-    assert feature(extract_one(merchant, memo, -1.0), keyword) == expected
+def test_keyword_features_match_whole_words(
+    merchant: str, memo: str, keyword: str, expected: float
+) -> None:
+    assert features(merchant, memo)[keyword] == expected
+
+
+@pytest.mark.parametrize(
+    ("mcc", "expected"),
+    [
+        (None, {}),
+        ("5411", {"has_mcc", "mcc_groceries"}),
+        ("5812", {"has_mcc", "mcc_dining"}),
+        ("3000", {"has_mcc", "mcc_transportation"}),
+        ("6513", {"has_mcc", "mcc_rent"}),
+        ("7011", {"has_mcc"}),  # lodging: a code, but no category of the ten
+    ],
+)
+def test_mcc_features(mcc: str | None, expected: set[str]) -> None:
+    row = features("ACME", mcc=mcc)
+    assert {name for name in MCC_FEATURES if row[name] == 1.0} == set(expected)
 
 
 @pytest.mark.parametrize(
     ("amount", "negative", "positive"), [(-3.5, 1.0, 0.0), (0.0, 0.0, 0.0), (12.0, 0.0, 1.0)]
 )
 def test_amount_features(amount: float, negative: float, positive: float) -> None:
-    row = extract_one("X", "", amount)
-    assert feature(row, "amount") == amount
-    assert feature(row, "amount_abs") == abs(amount)
-    assert (feature(row, "is_negative"), feature(row, "is_positive")) == (negative, positive)
+    row = features("X", amount=amount)
+    assert row["amount"] == amount
+    assert row["amount_abs"] == abs(amount)
+    assert (row["is_negative"], row["is_positive"]) == (negative, positive)
 
 
 def test_lengths_count_characters_as_written() -> None:
-    row = extract_one("Café Ünïcode", "  memo ", 1.0)
-    assert feature(row, "merchant_len") == len("Café Ünïcode")
-    assert feature(row, "memo_len") == 7
+    row = features("Café Ünïcode", "  memo ")
+    assert row["merchant_len"] == len("Café Ünïcode")
+    assert row["memo_len"] == 7
 
 
 def test_normalise_text_folds_case_and_punctuation() -> None:
@@ -91,106 +144,81 @@ def test_normalise_text_folds_case_and_punctuation() -> None:
     assert normalise_text("***") == ""
 
 
+def test_the_text_block_ignores_store_numbers_and_is_unit_length() -> None:
+    a = extract(["SHELL OIL 57442"], [""], [-40.0])
+    b = extract(["SHELL OIL 10233 "], [""], [-40.0])
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert np.isclose(float(np.sum(a.data.astype(np.float64) ** 2)), 1.0, atol=1e-6)
+    assert a.text_matrix().shape == (1, TEXT_DIMENSIONS)
+    empty = extract([""], [""], [1.0])
+    assert len(empty.indices) == 0  # "  " has no 3-gram and no word
+    assert int(empty.indptr[-1]) == len(empty.indices)
+
+
 text = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
-    ["AMAZON", "whole foods", "UBER *EATS", "coffee", "rent", "Zelle", ""]
+    ["AMAZON", "whole foods", "UBER *EATS", "coffee", "rent", "Zelle", "SQ *X 123", ""]
 )
+mcc = st.none() | st.sampled_from(["5411", "5812", "7011", "3000"])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
-    rows=st.lists(
-        st.tuples(text, text, st.floats(allow_nan=False, allow_infinity=False, width=64)),
-        min_size=1,
-        max_size=20,
+    st.lists(
+        st.tuples(text, text, st.floats(-1e6, 1e6, allow_nan=False), mcc), min_size=1, max_size=8
     )
 )
-def test_extract_batch_equals_extract_one_row_by_row(rows: list[tuple[str, str, float]]) -> None:
-    merchants, memos, amounts = (list(c) for c in zip(*rows, strict=True))
-    batch = extract_batch(merchants, memos, amounts)
-    assert batch.shape == (len(rows), len(FEATURE_NAMES))
-    assert batch.dtype == np.float64
-    for i, (m, d, a) in enumerate(rows):
-        np.testing.assert_array_equal(batch[i], np.asarray(extract_one(m, d, a)))
-
-
-def test_extract_batch_refuses_columns_of_different_lengths() -> None:
-    with pytest.raises(ValueError, match="differ in length"):
-        extract_batch(["a"], ["b", "c"], [1.0])
-
-
-def token_part(row: list[float] | np.ndarray) -> set[int]:
-    return {i for i, v in enumerate(row[N_ORIGINAL:]) if v == 1.0}
-
-
-def test_token_features_are_the_hashed_words_and_word_pairs_of_merchant_and_memo() -> None:
-    row = extract_one("Blue-Bottle Coffee #0042", "oat latte", -6.5)
-    expected = {
-        token_bucket(t)
-        for t in (
-            "m:blue", "m:bottle", "m:coffee", "m:blue bottle", "m:bottle coffee",
-            "d:oat", "d:latte", "d:oat latte",
-        )
-    }  # fmt: skip
-    assert token_part(row) == expected == token_buckets("Blue-Bottle Coffee #0042", "oat latte")
-    assert all(v in (0.0, 1.0) for v in row[N_ORIGINAL:])
-
-
-def test_store_numbers_do_not_change_the_token_features() -> None:
-    a = extract_one("SHELL OIL 57442", "", -40.0)
-    b = extract_one("SHELL OIL 10233", "", -40.0)
-    assert token_part(a) == token_part(b) != set()
-
-
-def test_merchant_and_memo_words_are_different_tokens() -> None:
-    assert token_buckets("uber", "") != token_buckets("", "uber")
-
-
-def test_empty_text_sets_no_token_feature() -> None:
-    assert token_part(extract_one("", "", 1.0)) == set()
-    assert token_part(extract_one("#### 1234", "--", 1.0)) == set()
-
-
-def test_token_features_do_not_depend_on_the_process_hash_seed() -> None:
-    """Training and serving run in different processes: the hash must not be ``hash()``."""
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    code = (
-        "from service.features import token_buckets;"
-        "print(sorted(token_buckets('WHOLEFDS MKT 10233', 'weekly grocery run')))"
-    )
-    outputs = {
-        subprocess.run(
-            [sys.executable, "-c", code],
-            env={"PYTHONHASHSEED": seed, "PYTHONPATH": "."},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        for seed in ("1", "2")
-    }
-    assert outputs == {f"{sorted(token_buckets('WHOLEFDS MKT 10233', 'weekly grocery run'))}\n"}
+def test_a_batch_equals_its_rows_one_by_one(rows: list[tuple[str, str, float, str | None]]) -> None:
+    merchants, memos, amounts, mccs = (list(c) for c in zip(*rows, strict=True))
+    batch = extract(merchants, memos, amounts, mccs)
+    assert len(batch) == len(rows)
+    for i, (m, d, a, c) in enumerate(rows):
+        one = extract([m], [d], [a], [c])
+        np.testing.assert_array_equal(batch.dense[i], one.dense[0])
+        taken = batch.take([i])
+        np.testing.assert_array_equal(taken.indices, one.indices)
+        np.testing.assert_array_equal(taken.data, one.data)
 
 
 def test_a_feature_batch_is_immutable_and_takes_rows_in_the_given_order() -> None:
-    merchants, memos, amounts = (
-        ["UBER *TRIP", "NETFLIX.COM", "SHELL OIL"],
-        ["", "", ""],
-        [-1.0, -2.0, -3.0],
-    )
-    batch = extract(merchants, memos, amounts, [None, "4899", None])
+    merchants = ["UBER *TRIP", "NETFLIX.COM", "SHELL OIL"]
+    batch = extract(merchants, ["", "", ""], [-1.0, -2.0, -3.0], [None, "4899", None])
     assert len(batch) == 3
     with pytest.raises(ValueError, match="read-only"):
         batch.dense[0, 0] = 5.0
+    with pytest.raises(ValueError, match="read-only"):
+        batch.data[0] = 5.0
     picked = batch.take([2, 0, 2])
-    assert len(picked) == 3
     np.testing.assert_array_equal(picked.dense, batch.dense[[2, 0, 2]])
+    dense = batch.text_matrix().toarray()
+    np.testing.assert_array_equal(picked.text_matrix().toarray(), dense[[2, 0, 2]])
     joined = FeatureBatch.concat([batch.take([1]), picked])
     np.testing.assert_array_equal(joined.dense, batch.dense[[1, 2, 0, 2]])
-    one = extract(merchants[:1], memos[:1], amounts[:1])
-    np.testing.assert_array_equal(one.dense, batch.dense[:1])
+    np.testing.assert_array_equal(joined.text_matrix().toarray(), dense[[1, 2, 0, 2]])
+    assert len(batch.take([])) == 0
 
 
 def test_extract_refuses_columns_of_different_lengths() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         extract(["a", "b"], ["", ""], [1.0, 2.0], ["5411"])
+    with pytest.raises(ValueError, match="differ in length"):
+        extract(["a"], ["b", "c"], [1.0])
+
+
+def test_hashing_is_the_same_in_every_process() -> None:
+    """No dependence on PYTHONHASHSEED: the model's text weights must mean the same."""
+    code = (
+        "from service.features import extract;"
+        "b = extract(['WHOLEFDS MKT 10233'], ['weekly grocery run'], [-1.0]);"
+        "print(b.indices.tolist())"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("0", "1", "12345")
+    }
+    assert len(outputs) == 1

@@ -30,7 +30,7 @@ ENGINE = RuleEngine.default()
         ("AMZN MKTP US*2K4", "", -23.0, "Shopping", "shopping-online"),
         ("TARGET #1234", "", -42.0, "Shopping", "shopping-store"),
         ("CVS/PHARMACY #221", "", -22.0, "Healthcare", "healthcare-pharmacy"),
-        ("PLANET FITNESS 12", "", -45.0, "Healthcare", "healthcare-fitness"),
+        ("PLANET FITNESS 12", "", -45.0, "Healthcare", "brand"),
         ("PG&E WEBRECURRING", "gas and electric", -110.0, "Utilities", "utilities-energy"),
         ("T-MOBILE AUTO PAY", "", -85.0, "Utilities", "utilities-telecom"),
         ("ACME CORP PAYROLL", "salary", 3200.0, "Income", "income-payroll"),
@@ -169,5 +169,29 @@ def test_every_transaction_gets_at_least_one_candidate_within_top_k(
 ) -> None:
     answer = ENGINE.suggest(merchant, memo, amount, top_k)
     assert 1 <= len(answer.candidates) <= top_k
-    assert answer.rule in {r.id for r in DEFAULT_RULES}
+    assert answer.rule in {r.id for r in DEFAULT_RULES} | {"brand", "mcc"}
     assert all(0 < c <= 1 for _, c in answer.candidates)
+
+
+@pytest.mark.parametrize(
+    ("merchant", "mcc", "category", "rule"),
+    [
+        ("POS DEBIT HOME DEPOT #4521", None, "Shopping", "brand"),  # "The Home Depot"
+        ("FIVE GUYS 1234", None, "Dining", "brand"),
+        ("SQ *ZQXW 123", "5812", "Dining", "mcc"),
+        ("ZQXW", "7011", "Other", "fallback-other"),  # lodging: no category
+        ("HOME DEPOT", "5812", "Dining", "mcc"),  # the code outranks the lexicon
+    ],
+)
+def test_the_lexicon_and_the_mcc_answer_for_real_merchants(
+    merchant: str, mcc: str | None, category: str, rule: str
+) -> None:
+    answer = ENGINE.suggest(merchant, "", -20.0, top_k=1, mcc=mcc)
+    assert (answer.top, answer.rule) == (category, rule)
+
+
+def test_the_rules_can_be_kept_from_knowing_a_split_s_brands() -> None:
+    assert ENGINE.brand_category("HOME DEPOT 4521") == "Shopping"
+    honest = RuleEngine.default_without({"thehomedepot", "homedepot"})
+    assert honest.brand_category("HOME DEPOT 4521") is None
+    assert honest.brand_category("TST* CHIPOTLE 1234") == "Dining"

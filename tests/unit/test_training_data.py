@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from service.categories import is_known_mcc
 from training.data import (
     CATEGORIES,
     COLUMNS,
+    OPTIONAL_COLUMNS,
     DataError,
     data_fingerprint,
     generate_transactions,
@@ -19,6 +21,7 @@ from training.data import (
     validate_transactions,
     write_transactions,
 )
+from training.lexicon import Brand
 
 pytestmark = pytest.mark.unit
 
@@ -39,7 +42,7 @@ def test_generation_is_deterministic_per_seed() -> None:
 
 
 def test_generated_data_looks_like_a_statement(generated: pd.DataFrame) -> None:
-    assert tuple(generated.columns) == COLUMNS
+    assert tuple(generated.columns) == (*COLUMNS, *OPTIONAL_COLUMNS)
     assert set(generated["label"]) == set(CATEGORIES)
     assert generated["id"].is_unique
     # Income is money in; rent and utilities money out (label noise aside).
@@ -47,12 +50,45 @@ def test_generated_data_looks_like_a_statement(generated: pd.DataFrame) -> None:
     assert (by_label.apply(lambda s: (s > 0).mean())["Income"]) > 0.9
     assert (by_label.apply(lambda s: (s < 0).mean())["Rent"]) > 0.9
     assert by_label.median()["Rent"] < -1000
-    assert -30 < by_label.median()["Dining"] < 0
+    assert -40 < by_label.median()["Dining"] < 0
     merchants = " ".join(generated["merchant"])
-    for spelling in ("WHOLEFDS MKT #", "UBER *TRIP", "SQ *BLUE BOTTLE", "AMZN MKTP US*"):
-        assert spelling in merchants
-    assert generated["memo"].eq("").mean() > 0.2  # many transactions have no memo
+    for dress in ("SQ *", "TST* ", "POS DEBIT ", "PURCHASE AUTHORIZED ON ", " #"):
+        assert dress in merchants, dress
+    assert generated["merchant"].str.len().max() <= 25 + len(
+        "RECURRING PAYMENT AUTHORIZED ON 11/02 "
+    )
+    assert generated["memo"].eq("").mean() > 0.7  # most statements carry no memo
+    with_mcc = generated["mcc"].map(lambda m: isinstance(m, str))
+    assert 0.4 < with_mcc.mean() < 0.8
+    assert all(is_known_mcc(m) for m in generated["mcc"][with_mcc])
+    assert generated["group"].nunique() > len(generated) / 20  # many brands, not a few templates
     assert 50 <= generated["user_id"].nunique() < len(generated)
+
+
+def test_the_generator_names_real_brands_with_their_categories() -> None:
+    brands = [
+        Brand("Trader Joe's", (), "Groceries", "5411", "shop=supermarket", "traderjoes", "nsi"),
+        Brand("Chipotle", (), "Dining", "5814", "amenity=fast_food", "chipotle", "nsi"),
+    ]
+    frame = generate_transactions(400, seed=3, brands=brands)
+    rows = frame[frame["group"].isin(["traderjoes", "chipotle"]) & (frame["amount"] < 0)]
+    assert set(rows["group"]) == {"traderjoes", "chipotle"}
+    for group, label in (("traderjoes", "Groceries"), ("chipotle", "Dining")):
+        mine = rows[rows["group"] == group]
+        assert (mine["label"] == label).mean() > 0.9
+        letters = mine["merchant"].str.upper().str.replace(r"[^A-Z]", "", regex=True)
+        assert letters.str.contains("TRADER|CHIPOTLE|CHPTL|TRDR").mean() > 0.6
+
+
+def test_an_mcc_column_is_optional_and_checked(generated: pd.DataFrame) -> None:
+    bare = generated.drop(columns=["mcc", "group"])
+    canonical = validate_transactions(bare)
+    assert canonical["mcc"].isna().all()
+    assert canonical["group"].str.len().min() > 0  # derived from the merchant
+    bad = generated.copy()
+    bad.loc[bad.index[7], "mcc"] = "54111"
+    with pytest.raises(DataError, match=r"column 'mcc' .* found '54111' \(row 7\)"):
+        validate_transactions(bad)
 
 
 def test_the_shipped_sample_is_small_and_valid() -> None:

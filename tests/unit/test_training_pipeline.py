@@ -11,11 +11,12 @@ import pytest
 from service.artifact import (
     CALIBRATION_FILE,
     MODEL_FILE,
+    TEXT_STAGE_FILE,
     list_versions,
     read_calibration,
     verify_version,
 )
-from service.features import FEATURE_NAMES
+from service.features import FEATURE_NAMES, FEATURE_VERSION, model_feature_names
 from training.data import generate_transactions
 from training.gate import GateConfig, GateRejectedError
 from training.pipeline import PublishResult, train_and_publish
@@ -39,10 +40,12 @@ def test_a_published_version_verifies_and_records_what_it_was_trained_on(
     assert VERSION_PATTERN.match(published.version)
     assert list_versions(root) == [published.version]
     assert manifest == published.manifest
-    assert manifest.features == list(FEATURE_NAMES)
+    assert manifest.features == list(model_feature_names(manifest.classes))
+    assert manifest.features[: len(FEATURE_NAMES)] == list(FEATURE_NAMES)
+    assert manifest.feature_version == FEATURE_VERSION
     assert manifest.classes == sorted(manifest.classes)
     assert len(manifest.classes) == 10
-    assert set(manifest.files) == {MODEL_FILE, CALIBRATION_FILE}
+    assert set(manifest.files) == {MODEL_FILE, CALIBRATION_FILE, TEXT_STAGE_FILE}
     assert len(manifest.data_fingerprint) == 64
     assert manifest.params["n_estimators"] == 40
     metrics = manifest.metrics
@@ -52,6 +55,9 @@ def test_a_published_version_verifies_and_records_what_it_was_trained_on(
     assert set(metrics["f1"]) == set(manifest.classes)
     assert isinstance(metrics["confusion_matrix"], list)
     assert "rules_macro_f1" in metrics
+    assert metrics["split_by_group"] == 1.0  # graded on brands unseen in training
+    assert "descriptor_only_accuracy" in metrics
+    assert 0.0 < float(metrics["confident_share"]) <= 1.0  # type: ignore[arg-type]
 
 
 def test_the_published_files_reproduce_the_trainers_probabilities(
@@ -60,10 +66,12 @@ def test_the_published_files_reproduce_the_trainers_probabilities(
     version_dir = published.path
     booster = lgb.Booster(model_file=str(version_dir / MODEL_FILE))
     calibration = read_calibration(version_dir)
-    assert booster.feature_name() == list(FEATURE_NAMES)
-    x = features_of(published.trained.split.test)
+    trained = published.trained
+    assert booster.feature_name() == list(model_feature_names(trained.classes))
+    features = features_of(trained.split.test)
+    x = trained.model_input(features)
     served = calibration.apply(booster.predict(x, raw_score=True))
-    np.testing.assert_allclose(served, published.trained.predict_proba(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(served, trained.predict_proba(features), rtol=0, atol=1e-12)
 
 
 def test_the_same_inputs_train_the_same_model(tmp_path: Path) -> None:
@@ -122,4 +130,5 @@ def test_given_data_is_used_instead_of_generated(tmp_path: Path) -> None:
     result = train_and_publish(tmp_path, data=data, params=TrainParams.quick(), rules=None)
     assert "rules_macro_f1" not in result.metrics
     assert isinstance(result.metrics["rows_test"], float)
-    assert result.metrics["rows_test"] == 500.0
+    assert result.metrics["rows_test"] == float(len(result.trained.split.test))
+    assert 300 < result.metrics["rows_test"] < 700  # about 20% of the groups' rows

@@ -16,11 +16,12 @@ from service.artifact import (
     CALIBRATION_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
+    TEXT_STAGE_FILE,
     Manifest,
     list_versions,
     verify_version,
 )
-from service.features import FEATURE_NAMES, FEATURE_VERSION
+from service.features import FEATURE_VERSION, model_feature_names
 from testbed.process import wait_until
 from training.publish import (
     STALE_AFTER_SECONDS,
@@ -41,7 +42,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _files(seed: str = "x") -> dict[str, bytes]:
-    return {MODEL_FILE: f"tree {seed}\n".encode() * 100, CALIBRATION_FILE: b'{"a":[1],"b":[0]}'}
+    return {
+        MODEL_FILE: f"tree {seed}\n".encode() * 100,
+        CALIBRATION_FILE: b'{"a":[1],"b":[0]}',
+        TEXT_STAGE_FILE: f"weights {seed}".encode(),
+    }
 
 
 def _manifest(version: str, files: dict[str, bytes]) -> Manifest:
@@ -49,7 +54,7 @@ def _manifest(version: str, files: dict[str, bytes]) -> Manifest:
         version=version,
         created=datetime(2026, 11, 22, tzinfo=UTC),
         files=build_files_digest(files),
-        features=list(FEATURE_NAMES),
+        features=list(model_feature_names(["a", "b"])),
         feature_version=FEATURE_VERSION,
         classes=["a", "b"],
         metrics={"macro_f1": 0.9},
@@ -70,7 +75,9 @@ def test_a_published_version_is_complete_and_verifies(tmp_path: Path) -> None:
     path = _publish(tmp_path, "v1")
     assert path == tmp_path / "v1"
     assert _entries(tmp_path) == ["v1"]
-    assert sorted(p.name for p in path.iterdir()) == [CALIBRATION_FILE, MANIFEST_FILE, MODEL_FILE]
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [CALIBRATION_FILE, MANIFEST_FILE, MODEL_FILE, TEXT_STAGE_FILE]
+    )
     assert verify_version(tmp_path, "v1").files == build_files_digest(_files("v1"))
 
 

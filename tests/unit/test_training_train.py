@@ -56,8 +56,8 @@ def test_invalid_parameters_are_refused(fields: dict[str, object]) -> None:
         TrainParams.model_validate(fields)
 
 
-def test_the_split_is_disjoint_stratified_and_complete(data: pd.DataFrame) -> None:
-    split = split_data(data, TrainParams(), seed=0)
+def test_the_row_split_is_disjoint_stratified_and_complete(data: pd.DataFrame) -> None:
+    split = split_data(data, TrainParams(split="row"), seed=0)
     parts = [split.train, split.validation, split.calibration, split.test]
     ids = [set(p["id"]) for p in parts]
     assert sum(len(i) for i in ids) == len(data)
@@ -68,6 +68,31 @@ def test_the_split_is_disjoint_stratified_and_complete(data: pd.DataFrame) -> No
         part_share = part["label"].value_counts(normalize=True)
         assert (part_share - share).abs().max() < 0.01
     assert split.sizes() == {"train": 3300, "validation": 600, "calibration": 900, "test": 1200}
+
+
+def test_the_group_split_puts_no_brand_on_two_sides(data: pd.DataFrame) -> None:
+    split = split_data(data, TrainParams(), seed=0)
+    parts = [split.train, split.validation, split.calibration, split.test]
+    ids = [set(p["id"]) for p in parts]
+    assert sum(len(i) for i in ids) == len(data)
+    assert set().union(*ids) == set(data["id"])
+    groups = [set(p["group"]) for p in parts]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not groups[i] & groups[j], (i, j)
+        assert set(parts[i]["label"]) == set(data["label"])
+    # Roughly the fractions of the groups (not of the rows: a brand's rows go together).
+    n_groups = data["group"].nunique()
+    assert abs(len(groups[0]) / n_groups - 0.55) < 0.05  # train
+    assert abs(len(groups[3]) / n_groups - 0.2) < 0.05  # test
+
+
+def test_a_class_with_too_few_groups_to_split_is_a_data_error(data: pd.DataFrame) -> None:
+    few = data.copy()
+    mask = few["label"] == "Rent"
+    few.loc[mask, "group"] = "one-landlord"
+    with pytest.raises(DataError, match=r"\['Rent'\] have no rows in the .* part"):
+        split_data(few, TrainParams(), seed=0)
 
 
 def test_a_class_too_rare_to_split_is_a_data_error(data: pd.DataFrame) -> None:
@@ -91,16 +116,19 @@ def test_the_serving_path_equals_calibrated_predict_proba_on_many_rows(
 ) -> None:
     """Calibration.apply(booster raw scores) is the calibrated classifier, to 1e-9."""
     rows = validate_transactions(generate_transactions(20_000, seed=99))
-    x = features_of(rows)
-    # Also rows no statement holds: huge, tiny and zero amounts, every keyword at once.
+    x = trained.model_input(features_of(rows))
+    # Also rows no statement holds: huge, tiny and zero amounts, every flag at once,
+    # text scores far outside what the stage gives.
     rng = np.random.default_rng(0)
-    odd = rng.integers(0, 2, size=(500, len(FEATURE_NAMES))).astype(np.float64)
+    width = len(trained.feature_names)
+    odd = rng.integers(0, 2, size=(500, width)).astype(np.float64)
     odd[:, 0] = rng.normal(0, 1e5, size=500)
     odd[:, 1] = np.abs(odd[:, 0])
     odd[:, 4:6] = rng.integers(0, 300, size=(500, 2))
+    odd[:, len(FEATURE_NAMES) :] = rng.normal(0, 20, size=(500, width - len(FEATURE_NAMES)))
     x = np.vstack([x, odd])
 
-    expected = trained.calibrated.predict_proba(feature_frame(x))
+    expected = trained.calibrated.predict_proba(feature_frame(x, trained.classes))
     booster = lgb.Booster(model_str=trained.model_text())  # as serving loads model.txt
     served = trained.calibration.apply(booster.predict(x, raw_score=True))
     assert served.shape == expected.shape == (len(x), 10)
