@@ -234,13 +234,23 @@ def wilson_upper(ratio: float, n: float, z: float = 3.0) -> float:
     return min(1.0, (centre + spread) / (1 + z2 / n))
 
 
+EARLY_CATEGORY_SAMPLES: Final = 20
+"""Fewest comparisons in a category before its agreement is judged early (below
+``minCategorySamples``, on its Wilson bound). The bound treats comparisons as independent
+trials; a handful of them is often one or two transactions seen again (a user's repeated
+merchant), not evidence: the demo's good model was once rolled back on 4 comparisons of one
+category that it answered differently from stable."""
+
+
 def parse_analysis(
     data: dict[str, Any], *, min_category_samples: int, quantile: float = 0.95
 ) -> Figures:
     """Figures from the ``data`` of the answer to :func:`analysis_query`.
 
     The worst category is the one with the lowest agreement among those with at least
-    ``min_category_samples`` comparisons (fewer are noise, not evidence).
+    ``min_category_samples`` comparisons; the clear one, the lowest Wilson upper bound
+    among those with fewer but at least :data:`EARLY_CATEGORY_SAMPLES` (fewer are noise,
+    not evidence).
     """
     single: dict[str, float] = {}
     categories: dict[str, float] = {}
@@ -274,7 +284,7 @@ def parse_analysis(
         if n >= min_category_samples:
             if worst is None or ratio < worst[1]:
                 worst = (cat, ratio)
-        elif n > 0:
+        elif n >= EARLY_CATEGORY_SAMPLES:
             bound = wilson_upper(ratio, n)
             if clear is None or bound < clear[3]:
                 clear = (cat, ratio, n, bound)

@@ -95,6 +95,7 @@ class ShadowRows:
     memos: Sequence[str]
     amounts: Sequence[float]
     min_confidence: float
+    mccs: Sequence[str | None] = ()  # the card's merchant category code per row, when sent
 
     def __len__(self) -> int:
         return len(self.baselines)
@@ -311,7 +312,11 @@ class ShadowQueue:
                     if known is None:
                         started = time.perf_counter()
                         known = self._rules.suggest(
-                            chunk.merchants[j], chunk.memos[j], float(chunk.amounts[j]), 1
+                            chunk.merchants[j],
+                            chunk.memos[j],
+                            float(chunk.amounts[j]),
+                            1,
+                            chunk.mccs[j] if chunk.mccs else None,
                         ).top
                         rules_seconds += time.perf_counter() - started
                     shadow_top1 = known

@@ -230,6 +230,7 @@ class Suggester:
                     memos=[batch.memos[r] for r in rows],
                     amounts=[batch.amounts[r] for r in rows],
                     min_confidence=min_conf,
+                    mccs=[batch.mccs[r] for r in rows] if batch.mccs else (),
                 )
             )
         return answers

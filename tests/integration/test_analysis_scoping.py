@@ -9,8 +9,9 @@ service/faults.py), so the same version is good on one target and bad on another
 - two rollouts of v2 on two targets, one of whose processes answer three big categories as
   Shopping: the good one is promoted and the bad one rolled back (each analysis reads its
   own target only; unscoped, they averaged each other);
-- a candidate wrong in one category only (Income answered as Transfers, 3.5% of the
-  traffic, overall agreement still above minAgreement) is rolled back on that category;
+- a candidate wrong in one category only (Rent answered as Transfers, about 5% of the
+  test bed's traffic, overall agreement still above minAgreement) is rolled back on that
+  category;
 - a candidate slow only in its tail (15% of its scoring calls burn 30 ms of CPU) is rolled
   back in canary on its p95 when serving, relative to stable's in the same window; one
   slow in 3% of its calls with ``latencyQuantile: 0.99``.
@@ -50,7 +51,11 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     params = TrainParams(n_jobs=1)
     training.train_and_publish(root, rows=8000, seed=1, version="v1", params=params)
-    training.train_and_publish(root, rows=8000, seed=2, version="v2", params=params)
+    # v2 is v1 trained again on the same rows: any disagreement is the fault knobs' doing.
+    # (Two good models of different data agree on ~88-90% of the test bed's traffic, below
+    # the default minAgreement of 0.9; what that default should be is not these tests'
+    # business: the demo rolls out a v2 trained with another seed.)
+    training.train_and_publish(root, rows=8000, seed=1, version="v2", params=params)
     return root
 
 
@@ -181,15 +186,15 @@ def test_two_rollouts_on_two_targets_in_one_namespace_do_not_mix(start_stack: St
 def test_a_candidate_wrong_in_one_category_only_is_rolled_back_with_the_default_spec(
     start_stack: StartStack,
 ) -> None:
-    stack = start_stack({"cards": {"v2": {"relabel": {"Income": "Transfers"}}}})
+    stack = start_stack({"cards": {"v2": {"relabel": {"Rent": "Transfers"}}}})
     stack.roll_out("cards", "v2")
     st = stack.finished("cards")
     assert st["phase"] == "RolledBack", _history(st)
     assert st["history"][-1]["reason"] == "AnalysisFailed"
-    assert "category 'Income'" in st["message"], st["message"]
+    assert "category 'Rent'" in st["message"], st["message"]
     figures = st["lastAnalysis"]["figures"]
     # Overall agreement alone would have passed: only the category gate saw it.
-    assert figures["agreement"] >= 0.9, figures
+    assert figures["agreement"] >= 0.9, figures  # the default minAgreement
     assert "agreement 0." not in st["message"].split("category")[0], st["message"]
     _report("one category: start -> RolledBack, s", _seconds_to(st, "RolledBack"))
 

@@ -182,7 +182,10 @@ def expectation(offline: Offline, exchanges: Sequence[Exchange]) -> Expected:
             if conf[i] >= min_conf:
                 return labels[i], True
         t = txns[i]
-        return offline.rules.suggest(t["merchant"], t["memo"], float(t["amount"])).top, False
+        rules = offline.rules.suggest(
+            t["merchant"], t["memo"], float(t["amount"]), mcc=t.get("mcc")
+        )
+        return rules.top, False
 
     for i, (txn, (exchange, got)) in enumerate(zip(txns, answers, strict=True)):
         config = CONFIGS[exchange.generation]

@@ -388,3 +388,39 @@ def test_the_budget_must_make_sense(settings: dict[str, Any], message: str) -> N
         ShadowQueue(
             lambda *_: None, RuleEngine.default(), ServiceMetrics(), **{"batch_rows": 1, **settings}
         )
+
+
+def test_a_shadow_not_confident_enough_is_compared_as_the_rules_answer_with_the_cards_mcc() -> None:
+    """The user would have seen the rules' answer, and the rules read the MCC (5812 is a
+    restaurant): a merchant nothing else knows is Dining with its code, not the rules'
+    answer without one."""
+    rules = RuleEngine.default()
+    unknown = "ZZQX 0001"
+    with_code = rules.suggest(unknown, "", -3.0, 1, "5812").top
+    assert with_code == "Dining"
+    assert rules.suggest(unknown, "", -3.0, 1).top != with_code
+
+    metrics = ServiceMetrics()
+    unsure = np.array([[0.5, 0.5]])  # below min_confidence: the rules' answer is needed
+    queue = ShadowQueue(lambda role, model, x: unsure, rules, metrics, batch_rows=1)
+    rows = ShadowRows(
+        role=Source.CANDIDATE,
+        model=cast(Any, _Model()),
+        features=extract([unknown], [""], [-3.0], ["5812"]),
+        baselines=["stable"],
+        baseline_versions=["s1"],
+        served_top1=["Dining"],
+        rules_top1=[None],
+        merchants=[unknown],
+        memos=[""],
+        amounts=[-3.0],
+        min_confidence=0.9,
+        mccs=["5812"],
+    )
+    assert queue.add(rows)
+    assert queue.drain(30)
+    queue.stop()
+    assert metrics.registry.get_sample_value(names.SHADOW_COMPARISONS_TOTAL, {
+        "baseline": "stable", "baseline_version": "s1", "shadow_version": "m1",
+        "category": "Dining", "agree": "true",
+    }) == 1  # fmt: skip

@@ -131,9 +131,13 @@ def test_parse_reads_every_figure() -> None:
             _sample("0.97", figure="category_agreement", category="coffee"),
             _sample("0.40", figure="category_agreement", category="rent"),
             _sample("0.10", figure="category_agreement", category="gym"),
+            _sample("0.0", figure="category_agreement", category="cinema"),
+            _sample("0.5", figure="category_agreement", category="toys"),
             _sample("300", figure="category_samples", category="coffee"),
             _sample("50", figure="category_samples", category="rent"),
             _sample("3", figure="category_samples", category="gym"),
+            _sample("19", figure="category_samples", category="cinema"),
+            _sample("25", figure="category_samples", category="toys"),
             _sample("0.004", figure="latency"),
             _sample("0.003", figure="stable_latency"),
             _sample("0.0035", figure="served_latency"),
@@ -146,13 +150,14 @@ def test_parse_reads_every_figure() -> None:
             _sample("10", figure="feedback", served_by="stable", outcome="rejected"),
         ],
     }
-    f = parse_analysis(data, min_category_samples=20)
+    f = parse_analysis(data, min_category_samples=50)
     assert f.samples == 500
     assert f.agreement == pytest.approx(0.93)
     assert (f.worst_category, f.worst_category_agreement) == ("rent", pytest.approx(0.40))
-    # gym: 3 comparisons, too few for minCategorySamples; 0.10 is not yet clear at 3 sigma
-    assert (f.clear_category, f.clear_category_samples) == ("gym", 3)
-    assert f.clear_category_bound == pytest.approx(wilson_upper(0.10, 3))
+    # gym (3) and cinema (19, none agreeing) have too few comparisons to be judged at all;
+    # toys (25) is judged early on its bound: 0.5 in 25 is not yet clear at 3 sigma.
+    assert (f.clear_category, f.clear_category_samples) == ("toys", 25)
+    assert f.clear_category_bound == pytest.approx(wilson_upper(0.5, 25))
     assert f.clear_category_bound > 0.7
     assert (f.latency_seconds, f.stable_latency_seconds) == (0.004, 0.003)
     assert (f.served_latency_seconds, f.served_evaluations) == (0.0035, 400)
