@@ -18,7 +18,16 @@ is 0.02 and fails at once.
 The relative latency bound compares evaluations that answered users (the ``served``
 path) of candidate and stable, so it needs a stable model and at least
 ``minLatencySamples`` served candidate evaluations in the window (canary); without them it
-is not judged (the absolute bound, when set, still is, over every evaluation).
+is not judged (the absolute bound, when set, still is, over every evaluation). It is a
+test, not a reading: a canary's p95 from a few dozen evaluations is its slowest one or
+two, and on a busy node that rolled a good model back (p95 8.4 ms against stable's 4.2 ms
+from 2,000). The bound ``L = maxLatencyRatio x stable's quantile + allowance`` says at
+most a share ``1 - q`` of the candidate's evaluations may be slower than ``L``; it fails
+when the candidate's quantile is above ``L`` *and* the count of its served evaluations
+certainly slower than ``L`` (above the first histogram bucket bound at or over ``L``) is
+too many for that share at :data:`LATENCY_SIGNIFICANCE` (a one-sided binomial test, the
+textbook test of a quantile). E.g. at p95, 5 of 20 slower (P = 0.0026) fails and 2 of 20
+(P = 0.26) does not; 8 of 50 (P = 0.0032) fails.
 - **pass** otherwise.
 
 Feedback is judged only when the candidate has at least ``minFeedbackSamples`` answers
@@ -39,7 +48,57 @@ Pure.
 
 from __future__ import annotations
 
+import math
+
 from controller.model import AnalysisOutcome, AnalysisSpec, Figures
+
+LATENCY_SIGNIFICANCE = 0.01
+"""How unlikely the count of slow evaluations must be, were the candidate within its
+relative bound, before the bound counts as breached."""
+
+
+def binomial_upper_tail(n: int, k: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p); exact, summed in log space (no scipy here).
+
+    >>> round(binomial_upper_tail(20, 5, 0.05), 4)
+    0.0026
+    >>> binomial_upper_tail(20, 0, 0.05)
+    1.0
+    """
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_n = math.lgamma(n + 1)
+    total = 0.0
+    for j in range(k, n + 1):
+        term = math.exp(
+            log_n - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_p + (n - j) * log_q
+        )
+        total += term
+        if j > n * p and term <= total * 1e-12:  # past the mode, the rest is negligible
+            break
+    return min(total, 1.0)
+
+
+def slower_than(buckets: tuple[tuple[float, float], ...], limit: float) -> float:
+    """Evaluations certainly slower than ``limit``: above the first bucket bound >= limit.
+
+    ``buckets`` are cumulative ``(upper bound, count)`` pairs, ascending, ``inf`` last.
+
+    >>> slower_than(((0.005, 80.0), (0.01, 95.0), (math.inf, 100.0)), 0.0083)
+    5.0
+    """
+    total = buckets[-1][1] if buckets else 0.0
+    for bound, count in buckets:
+        if bound >= limit:
+            return max(total - count, 0.0)
+    return 0.0
 
 
 def judge(
@@ -134,11 +193,17 @@ def _judge_figures(
         and (figures.served_evaluations or 0.0) >= th.min_latency_samples
     ):
         limit = th.max_latency_ratio * stable_q + th.latency_allowance_seconds
-        if served_q > limit:
-            failed.append(
-                f"{name} {served_q:.4f}s serving > {th.max_latency_ratio:g}x stable's "
-                f"{stable_q:.4f}s + {th.latency_allowance_seconds:g}s"
-            )
+        buckets = figures.served_latency_buckets
+        if served_q > limit and buckets:
+            served_n = round(buckets[-1][1])
+            slow = round(slower_than(buckets, limit))
+            chance = binomial_upper_tail(served_n, slow, 1.0 - th.latency_quantile)
+            if chance < LATENCY_SIGNIFICANCE:
+                failed.append(
+                    f"{name} {served_q:.4f}s serving > {th.max_latency_ratio:g}x stable's "
+                    f"{stable_q:.4f}s + {th.latency_allowance_seconds:g}s ({slow} of {served_n} "
+                    f"served evaluations slower, P={chance:.2g})"
+                )
 
     if th.max_error_rate is not None:
         evaluations = figures.evaluations

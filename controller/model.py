@@ -167,6 +167,8 @@ class Thresholds(_Camel):
     served candidate evaluations, so in canary)."""
     latency_allowance_seconds: float = Field(default=0.002, ge=0.0)
     min_latency_samples: int = Field(default=20, ge=1)
+    """Least served candidate evaluations in the window for the relative bound to be
+    judged at all; beyond it the bound is a test, not a reading (see ``controller.analysis``)."""
     max_error_rate: float | None = Field(default=0.01, ge=0.0, le=1.0)
     """Most share of candidate evaluations that raise; fewer than ``analysis.minSamples``
     evaluations count as ``minSamples`` (one error in 50 is not a 2% error rate)."""
@@ -328,6 +330,12 @@ class Figures(_Camel):
     served_latency_seconds: float | None = None
     """The candidate's, over evaluations that answered users (canary)."""
     served_evaluations: float | None = None
+    served_latency_buckets: tuple[tuple[float, float], ...] | None = Field(
+        default=None, exclude=True
+    )
+    """The candidate's served evaluations in the window as cumulative histogram counts,
+    ``(upper bound, evaluations at most that slow)`` by ascending bound, ``inf`` last.
+    What the relative latency bound counts; not shown in status."""
     stable_latency_seconds: float | None = None
     """Stable's, over evaluations that answered users, in the same window."""
     errors: float | None = None

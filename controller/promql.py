@@ -27,6 +27,7 @@ Pure: strings in, strings out.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass
@@ -172,6 +173,9 @@ def figure_exprs(scope: Scope) -> dict[str, str]:
         exprs["served_evaluations"] = (
             f"sum(increase({INFERENCE_SECONDS}_count{served_selector}[{w}]))"
         )
+        exprs["served_buckets"] = (
+            f"sum by (le) (increase({INFERENCE_SECONDS}_bucket{served_selector}[{w}]))"
+        )
         exprs["stable_latency"] = _quantile(scope, Source.STABLE, scope.stable, path=served)
     return exprs
 
@@ -256,10 +260,15 @@ def parse_analysis(
     categories: dict[str, float] = {}
     category_samples: dict[str, float] = {}
     feedback: dict[tuple[str, str], float] = {}
+    buckets: dict[float, float] = {}
     for sample in data.get("result") or []:
         metric = sample.get("metric", {})
         value = sample_value(sample)
         if value is None:
+            continue
+        if metric.get(FIGURE_LABEL) == "served_buckets":
+            with contextlib.suppress(ValueError):  # "+Inf" parses as inf
+                buckets[float(metric.get("le", ""))] = value
             continue
         if math.isinf(value):
             if metric.get(FIGURE_LABEL) not in ("latency", "served_latency", "stable_latency"):
@@ -319,6 +328,7 @@ def parse_analysis(
         latency_seconds=single.get("latency"),
         served_latency_seconds=single.get("served_latency"),
         served_evaluations=single.get("served_evaluations"),
+        served_latency_buckets=tuple(sorted(buckets.items())) if buckets else None,
         stable_latency_seconds=single.get("stable_latency"),
         errors=errors if errors is not None or evaluations is None else 0.0,
         error_rate=error_rate,

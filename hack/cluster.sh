@@ -265,6 +265,19 @@ cluster_up() {
   mkdir -p "$shared/models" /lib/modules
   chown 10001:10001 "$shared/models"
   export KIND_EXPERIMENTAL_PROVIDER=docker
+  # A cluster whose nodes stopped (dockerd was ended with the session that started it)
+  # does not come back whole: kubeadm's certificates and the static routes are gone
+  # with the containers' state. Made anew, like a missing one.
+  if "$kind" get clusters 2>/dev/null | grep -qx "$name"; then
+    local node stale=0
+    for node in $("$kind" get nodes --name "$name" 2>/dev/null); do
+      [[ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" == true ]] || stale=1
+    done
+    if ((stale)); then
+      log "cluster $name has stopped nodes: deleting it to make it anew"
+      "$kind" delete cluster --name "$name" >&2
+    fi
+  fi
   if ! "$kind" get clusters 2>/dev/null | grep -qx "$name"; then
     log "kind create cluster --name $name"
     # A new cluster starts with an empty models volume, as a new claim would.

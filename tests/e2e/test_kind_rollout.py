@@ -90,10 +90,14 @@ def wait_for(what: str, check: Any, timeout: float) -> Any:
 def cluster() -> Iterator[str]:
     _deadline[:] = [time.monotonic() + BUDGET]
     kind = tool("kind")
-    existed = Path(kind).exists() and CLUSTER in run(kind, "get", "clusters").split()
     asked = os.environ.get("MODELROLLOUT_E2E") == "1"
     t0 = time.monotonic()
+    existed = False
     try:
+        # The engine first: on a fresh machine (or in CI, after the session that left it
+        # running has ended) nothing answers on docker.sock until images.sh starts it.
+        run(str(ROOT / "hack" / "images.sh"), "--engine-only", timeout=900)
+        existed = Path(kind).exists() and CLUSTER in run(kind, "get", "clusters").split()
         run(str(ROOT / "hack" / "cluster.sh"), "up", CLUSTER, timeout=3600)
         print(f"\n[e2e] cluster {CLUSTER} up in {time.monotonic() - t0:.0f} s")
         t0 = time.monotonic()

@@ -44,7 +44,7 @@ def test_every_figure_is_scoped_to_the_target_the_versions_and_the_selector() ->
         'model_version="v1",namespace="prod",path="served",role="stable"'
         in (exprs["stable_latency"])
     )
-    for name in ("served_latency", "served_evaluations"):
+    for name in ("served_latency", "served_evaluations", "served_buckets"):
         assert 'model_version="v2",namespace="prod",path="served",role="candidate"' in (exprs[name])
     assert 'model_version="v1",namespace="prod",served_by="stable"' in exprs["feedback"]
 
@@ -142,6 +142,9 @@ def test_parse_reads_every_figure() -> None:
             _sample("0.003", figure="stable_latency"),
             _sample("0.0035", figure="served_latency"),
             _sample("400", figure="served_evaluations"),
+            _sample("390", figure="served_buckets", le="0.005"),
+            _sample("400", figure="served_buckets", le="+Inf"),
+            _sample("395", figure="served_buckets", le="0.01"),
             _sample("1000", figure="evaluations"),
             _sample("5", figure="errors"),
             _sample("40", figure="feedback", served_by="candidate", outcome="accepted"),
@@ -161,6 +164,9 @@ def test_parse_reads_every_figure() -> None:
     assert f.clear_category_bound > 0.7
     assert (f.latency_seconds, f.stable_latency_seconds) == (0.004, 0.003)
     assert (f.served_latency_seconds, f.served_evaluations) == (0.0035, 400)
+    # The served histogram, ascending by bound, +Inf last, for the relative bound's test.
+    assert f.served_latency_buckets == ((0.005, 390), (0.01, 395), (float("inf"), 400))
+    assert "servedLatencyBuckets" not in f.model_dump(by_alias=True)  # not in status
     assert f.latency_quantile == 0.95
     assert (f.errors, f.evaluations) == (5, 1000)
     assert f.error_rate == pytest.approx(0.005)
