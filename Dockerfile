@@ -49,5 +49,25 @@ FROM app AS suggest
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "service"]
 
+# The training data's brand lexicon (name-suggestion-index, BSD-3-Clause, licence in the
+# tarball and LICENSES/): the npm registry's tarball of the pinned version (hack/
+# versions.env), checked against its sha256. Without it the Job trains on the committed
+# US sample only, which the rules already know: the gate refuses that model (found when
+# the chart's first training Job ran on a node). Only the training target builds this.
+FROM runtime AS lexicon
+ARG NSI_VERSION=8.0.20260918
+ARG NSI_SHA256=3ee22f0f0a99528ac9c65a57211575defd968e21fd6374e746bfd02e94422121
+RUN mkdir -p /opt/modelrollout/lexicon && python3 -c "import hashlib, sys, urllib.request; \
+v, want = sys.argv[1:3]; \
+url = f'https://registry.npmjs.org/name-suggestion-index/-/name-suggestion-index-{v}.tgz'; \
+data = urllib.request.urlopen(url, timeout=300).read(); \
+got = hashlib.sha256(data).hexdigest(); \
+sys.exit(f'{url}: sha256 {got} differs from the pin {want}') if got != want else None; \
+open(f'/opt/modelrollout/lexicon/name-suggestion-index-{v}.tgz', 'wb').write(data)" \
+    "$NSI_VERSION" "$NSI_SHA256"
+
 FROM app AS training
+COPY --from=lexicon /opt/modelrollout/lexicon /opt/modelrollout/lexicon
+# training.lexicon reads $MODELROLLOUT_CACHE/lexicon/ (read only).
+ENV MODELROLLOUT_CACHE=/opt/modelrollout
 ENTRYPOINT ["python", "-m", "training"]

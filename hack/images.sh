@@ -160,7 +160,8 @@ for target in controller suggest training; do
   ref="modelrollout-$target:$tag"
   log "docker build --target $target -t $ref"
   quiet_build --network host --build-arg "BASE_IMAGE=$base" \
-    --build-arg "UV_VERSION=$UV_VERSION" --target "$target" -t "$ref" "$root" >/dev/null
+    --build-arg "UV_VERSION=$UV_VERSION" --build-arg "NSI_VERSION=$NSI_VERSION" \
+    --build-arg "NSI_SHA256=$NSI_SHA256" --target "$target" -t "$ref" "$root" >/dev/null
   echo "$ref"
 done
 if ((monitoring)); then
