@@ -253,6 +253,12 @@ spec:
   storageClassName: modelrollout-shared
   hostPath: {path: /mnt/modelrollout-shared/models, type: DirectoryOrCreate}
 YAML
+  # A release uninstalled from a kept cluster leaves the volume Released (Retain): made
+  # Available again for the next claim, models kept, as a retained NFS export would be.
+  if [[ "$(k get pv modelrollout-shared-models -o jsonpath='{.status.phase}')" == Released ]]; then
+    k patch pv modelrollout-shared-models --type json \
+      -p '[{"op": "remove", "path": "/spec/claimRef"}]' >/dev/null
+  fi
 }
 
 k() { "$kubectl" --context "kind-$name" "$@"; }

@@ -12,7 +12,16 @@ import httpx
 
 URL = os.environ["SUGGEST_URL"]
 MAX_ERRORS = int(os.environ.get("MAX_ERRORS", "200"))
-MERCHANTS = ["WHOLEFDS MKT #10233", "UBER *TRIP", "NETFLIX.COM", "SHELL OIL 5744", "CVS #0212"]
+# A card feed: every row carries its ISO 18245 code. Without it the chart's default model
+# (20,000 rows) answered CVS as Dining and WHOLEFDS MKT as Shopping where the rules' lexicon
+# knows them (issue 14), and the first rollout (rules -> model) was rightly held back.
+MERCHANTS = [
+    ("WHOLEFDS MKT #10233", "5411"),
+    ("UBER *TRIP", "4121"),
+    ("NETFLIX.COM", "5815"),
+    ("SHELL OIL 5744", "5541"),
+    ("CVS #0212", "5912"),
+]
 end = time.monotonic() + float(os.environ.get("LOAD_SECONDS", "840"))
 i = errors = answered = 0
 with httpx.Client(timeout=5) as client:
@@ -20,7 +29,8 @@ with httpx.Client(timeout=5) as client:
         txs = [
             {
                 "id": f"t{i}-{k}",
-                "merchant": MERCHANTS[(i + k) % len(MERCHANTS)],
+                "merchant": MERCHANTS[(i + k) % len(MERCHANTS)][0],
+                "mcc": MERCHANTS[(i + k) % len(MERCHANTS)][1],
                 "memo": "",
                 "amount": -12.5 - k,
                 "user_id": f"u{(i * 7 + k) % 5000}",
