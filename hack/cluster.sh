@@ -294,6 +294,12 @@ cluster_up() {
       || die "kind create cluster failed; logs: $kind export logs --name $name"
   fi
   "$kind" export kubeconfig --name "$name" >/dev/null 2>&1
+  # Nodes that dockerd has just restarted take a while to serve the API again.
+  local deadline=$((SECONDS + 300))
+  until k get --raw /readyz >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "the API server of $name did not answer within 300 s"
+    sleep 2
+  done
   install_network "$name"
   k taint nodes --all node-role.kubernetes.io/control-plane- >/dev/null 2>&1 || true
   install_shared_volume
