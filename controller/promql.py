@@ -170,9 +170,7 @@ def figure_exprs(scope: Scope) -> dict[str, str]:
         served_selector = matchers(
             base, role=Source.CANDIDATE.value, model_version=scope.candidate, path=served
         )
-        exprs["served_evaluations"] = (
-            f"sum(increase({INFERENCE_SECONDS}_count{served_selector}[{w}]))"
-        )
+        # Its +Inf bucket is the count of served evaluations (no second query for it).
         exprs["served_buckets"] = (
             f"sum by (le) (increase({INFERENCE_SECONDS}_bucket{served_selector}[{w}]))"
         )
@@ -327,7 +325,7 @@ def parse_analysis(
         latency_quantile=quantile if "latency" in single else None,
         latency_seconds=single.get("latency"),
         served_latency_seconds=single.get("served_latency"),
-        served_evaluations=single.get("served_evaluations"),
+        served_evaluations=buckets.get(math.inf),
         served_latency_buckets=tuple(sorted(buckets.items())) if buckets else None,
         stable_latency_seconds=single.get("stable_latency"),
         errors=errors if errors is not None or evaluations is None else 0.0,

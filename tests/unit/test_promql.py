@@ -44,7 +44,7 @@ def test_every_figure_is_scoped_to_the_target_the_versions_and_the_selector() ->
         'model_version="v1",namespace="prod",path="served",role="stable"'
         in (exprs["stable_latency"])
     )
-    for name in ("served_latency", "served_evaluations", "served_buckets"):
+    for name in ("served_latency", "served_buckets"):
         assert 'model_version="v2",namespace="prod",path="served",role="candidate"' in (exprs[name])
     assert 'model_version="v1",namespace="prod",served_by="stable"' in exprs["feedback"]
 
@@ -141,7 +141,6 @@ def test_parse_reads_every_figure() -> None:
             _sample("0.004", figure="latency"),
             _sample("0.003", figure="stable_latency"),
             _sample("0.0035", figure="served_latency"),
-            _sample("400", figure="served_evaluations"),
             _sample("390", figure="served_buckets", le="0.005"),
             _sample("400", figure="served_buckets", le="+Inf"),
             _sample("395", figure="served_buckets", le="0.01"),
