@@ -36,6 +36,7 @@ from service.features import (
     FEATURE_VERSION,
     TEXT_DIMENSIONS,
     FeatureBatch,
+    lexicon_digest,
     model_feature_names,
 )
 from service.serving_config import ModelVersion
@@ -106,6 +107,11 @@ class Manifest(BaseModel):
     features: list[str]
     feature_version: int = Field(
         description="service.features.FEATURE_VERSION of the code that computed the features"
+    )
+    lexicon_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the brand lexicon (service/brands.json) the brand features "
+        "read in training; serving refuses a version trained on another lexicon",
     )
     classes: list[str] = Field(min_length=2)
     metrics: dict[str, float | dict[str, float] | list[list[int]]] = Field(default_factory=dict)
@@ -201,6 +207,13 @@ def verify_version(models_root: Path, version: str) -> Manifest:
             version,
             f"trained with feature code version {manifest.feature_version}, serving has "
             f"{FEATURE_VERSION} (same names, other values: retrain with this code)",
+        )
+    if manifest.lexicon_sha256 != lexicon_digest():
+        trained = (manifest.lexicon_sha256 or "")[:12] or "none recorded"
+        raise ArtifactError(
+            version,
+            f"trained with brand lexicon {trained}, serving has {lexicon_digest()[:12]} "
+            "(service/brands.json changed: retrain with this code)",
         )
     return manifest
 

@@ -10,7 +10,13 @@ Training and serving both call :func:`extract`, the one constructor of a
     matching **whole words** of the normalised text ("LAS VEGAS" is not gas; "whole
     foods" also matches "wholefoods");
   - 10 MCC features: ``has_mcc`` and one flag per category an ISO 18245 code defines
-    (``service/categories.py``; Income has no code).
+    (``service/categories.py``; Income has no code);
+  - 10 brand features: ``brand_known`` and one flag per category, set when a brand of the
+    lexicon (``service/brands.json``: the brands the name-suggestion-index lists in the
+    United States, by default) is among the descriptor's words (:func:`brand_of`, the
+    rules' own lookup). Training keeps the lexicon from knowing the held-out brands and a
+    share of the training brands, so the trees learn to read the text where the lexicon
+    is silent (``training/train.py``).
 
 - ``tokens``: the hashed text of the normalised descriptor, a CSR block of
   :data:`TEXT_DIMENSIONS` (2^18) columns: each word (``w:``), each pair of adjacent words
@@ -44,12 +50,16 @@ scikit-learn's ``HashingVectorizer`` computes the same kind of features but cost
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import pairwise
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -57,7 +67,7 @@ import numpy.typing as npt
 
 from service.categories import CATEGORIES, INCOME, mcc_category
 
-FEATURE_VERSION: Final = 2
+FEATURE_VERSION: Final = 3
 """Version of the feature code. Bump it whenever the same inputs would give other feature
 values (normalisation, tokens, hashing, keyword forms, MCC table): serving refuses an
 artifact whose ``feature_version`` differs, since a model trained on other values answers
@@ -110,7 +120,12 @@ MCC_FEATURES: Final[tuple[str, ...]] = (
     *(f"mcc_{c.lower()}" for c in MCC_CATEGORIES),
 )
 
-FEATURE_NAMES: Final[tuple[str, ...]] = ORIGINAL_FEATURES + MCC_FEATURES
+BRAND_FEATURES: Final[tuple[str, ...]] = (
+    "brand_known",
+    *(f"brand_{c.lower()}" for c in MCC_CATEGORIES),
+)
+
+FEATURE_NAMES: Final[tuple[str, ...]] = ORIGINAL_FEATURES + MCC_FEATURES + BRAND_FEATURES
 """The dense block of a :class:`FeatureBatch`, in order."""
 
 TEXT_BITS: Final = 18
@@ -123,6 +138,8 @@ FeatureMatrix = npt.NDArray[np.float64]
 
 _KEYWORDS: Final = MERCHANT_KEYWORDS + CATEGORY_KEYWORDS
 _MCC_COLUMN: Final = {c: N_ORIGINAL + 1 + i for i, c in enumerate(MCC_CATEGORIES)}
+_BRAND_KNOWN: Final = N_ORIGINAL + len(MCC_FEATURES)
+_BRAND_COLUMN: Final = {c: _BRAND_KNOWN + 1 + i for i, c in enumerate(MCC_CATEGORIES)}
 
 # Payment facilitators that print "<PREFIX>*<merchant>", and bank wording before a name.
 _FACILITATOR = re.compile(
@@ -187,6 +204,97 @@ def keyword_flags(words: Sequence[str]) -> list[float]:
             if j is not None:
                 flags[j] = 1.0
     return flags
+
+
+# -- the brand lexicon ---------------------------------------------------------------------
+
+BRANDS_FILE: Final = Path(__file__).with_name("brands.json")
+BRAND_MAX_WORDS: Final = 3
+"""A brand's name is matched over runs of at most this many words of a descriptor."""
+MIN_BRAND_KEY: Final = 3
+"""Shorter brand keys ("3", "a1") would match stray words."""
+
+BrandTable = Mapping[str, str]
+"""Brand key (:func:`brand_key`) -> category."""
+
+
+def brand_key(name: str) -> str:
+    """A brand's key: its normalised descriptor without spaces (also its split group)."""
+    return normalise_descriptor(name).replace(" ", "")
+
+
+def brand_table(entries: Iterable[tuple[Sequence[str], str]]) -> dict[str, str]:
+    """Brand key -> category, from ``(names, category)`` entries. A key that entries of
+    several categories claim goes to the category most of them give ("Kroger" names two
+    supermarket entries, a pharmacy and a fuel station: Groceries; "Kroger Fuel" keeps
+    its own key); on a tie it is left out.
+
+    >>> brand_table([(["Kroger"], "Groceries"), (["Kroger", "Kroger Fuel"], "Transportation"),
+    ...              (["Kroger"], "Groceries"), (["Apex"], "Dining"), (["Apex"], "Shopping")])
+    {'kroger': 'Groceries', 'krogerfuel': 'Transportation'}
+    """
+    claims: dict[str, Counter[str]] = {}
+    for names, category in entries:
+        forms = [*names, *(n[4:] for n in names if n.casefold().startswith("the "))]
+        for key in {brand_key(name) for name in forms}:
+            if len(key) >= MIN_BRAND_KEY:
+                claims.setdefault(key, Counter())[category] += 1
+    table: dict[str, str] = {}
+    for key, counts in claims.items():
+        ranked = counts.most_common(2)
+        if len(ranked) == 1 or ranked[0][1] > ranked[1][1]:
+            table[key] = ranked[0][0]
+    return table
+
+
+def default_brands(path: Path = BRANDS_FILE, exclude: Iterable[str] = ()) -> dict[str, str]:
+    """The brand table of ``service/brands.json``, without the brands whose
+    :func:`brand_key` is in ``exclude`` (all their names)."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    skip = set(exclude)
+    return brand_table(
+        ((name, *alts), category)
+        for name, alts, category, *_ in doc["brands"]
+        if brand_key(name) not in skip
+    )
+
+
+@lru_cache(maxsize=1)
+def shipped_brands() -> BrandTable:
+    """The default brand table (loaded once)."""
+    return default_brands()
+
+
+@lru_cache(maxsize=1)
+def lexicon_digest(path: Path = BRANDS_FILE) -> str:
+    """sha256 of the lexicon file: part of what the brand features mean, recorded in a
+    model's manifest and checked when it is loaded."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def brand_of(table: BrandTable, descriptor: str) -> str | None:
+    """The category of the first known brand among the words of a normalised descriptor,
+    the longest key first at each position ("whole foods" and "wholefoods" are one key).
+
+    >>> brand_of({"wholefoods": "Groceries", "whole": "Shopping"}, "wholefds mkt whole foods")
+    'Groceries'
+    """
+    if not table:
+        return None
+    words = descriptor.split()
+    for i in range(len(words)):
+        for j in range(min(len(words), i + BRAND_MAX_WORDS), i, -1):
+            key = "".join(words[i:j])
+            if len(key) >= MIN_BRAND_KEY:
+                found = table.get(key)
+                if found is not None:
+                    return found
+    return None
+
+
+@lru_cache(maxsize=65536)
+def _shipped_brand_of(descriptor: str) -> str | None:
+    return brand_of(shipped_brands(), descriptor)
 
 
 # -- hashed text ---------------------------------------------------------------------------
@@ -365,11 +473,14 @@ def extract(
     memos: Sequence[str],
     amounts: Sequence[float] | npt.NDArray[np.floating],
     mccs: Sequence[str | None] | None = None,
+    brands: BrandTable | None = None,
 ) -> FeatureBatch:
     """The features of a batch, rows in input order: the one constructor of
     :class:`FeatureBatch`, for training and serving alike.
 
     ``mccs`` holds each row's ISO 18245 code or None (``None`` or empty: no row has one).
+    ``brands`` is the brand table the brand features read (``None``: the shipped one, what
+    serving uses; training passes one without the brands it holds out).
     """
     n = len(merchants)
     if len(memos) != n or len(amounts) != n or (mccs is not None and len(mccs) not in (0, n)):
@@ -400,6 +511,14 @@ def extract(
             category = mcc_category(code)
             if category is not None and category in _MCC_COLUMN:
                 dense[r, _MCC_COLUMN[category]] = 1.0
+    lookup = _shipped_brand_of if brands is None else partial(brand_of, brands)
+    for r, descriptor in enumerate(descriptors):
+        category = lookup(descriptor)
+        if category is not None:
+            dense[r, _BRAND_KNOWN] = 1.0
+            column = _BRAND_COLUMN.get(category)
+            if column is not None:
+                dense[r, column] = 1.0
     if n == 1:  # one row: its text block is cached (descriptors repeat; ~150 us cold)
         indptr, indices, data = _one_text_block(descriptors[0], memo_texts[0])
     else:

@@ -32,7 +32,8 @@ Two rows come from data rather than the table:
   spaces: "whole foods" and "wholefoods" are one key) names its category at
   :data:`BRAND_CONFIDENCE`. The default lexicon is ``service/brands.json``: brands the
   name-suggestion-index lists in the United States, with categories by their tag
-  (``training/lexicon.py``). A key that two categories claim is left out.
+  (``training/lexicon.py``). A key that several categories claim goes to the one most
+  entries give, or is left out on a tie.
 
 Confidences are the rule's precision (how often the category is right when it fires), not
 probabilities that sum to one across candidates.
@@ -51,17 +52,21 @@ probabilities that sum to one across candidates.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Final
 
 from service import categories
 from service.categories import mcc_category
-from service.features import normalise_descriptor, normalise_text
+from service.features import (
+    brand_of,
+    default_brands,
+    normalise_descriptor,
+    normalise_text,
+    shipped_brands,
+)
 
 OTHER: Final = categories.OTHER
 CATEGORIES: Final = categories.CATEGORIES
@@ -72,9 +77,6 @@ MAX_NGRAM: Final = 3
 
 MCC_CONFIDENCE: Final = 0.92
 BRAND_CONFIDENCE: Final = 0.85
-MIN_BRAND_KEY: Final = 3
-"""Shorter brand keys ("3", "a1") would match stray words."""
-BRANDS_FILE: Final = Path(__file__).with_name("brands.json")
 
 
 class Sign(StrEnum):
@@ -302,7 +304,7 @@ class RuleEngine:
 
     @classmethod
     def default(cls) -> RuleEngine:
-        return cls(DEFAULT_RULES, default_brands())
+        return cls(DEFAULT_RULES, shipped_brands())
 
     @property
     def brands(self) -> Mapping[str, str]:
@@ -349,17 +351,7 @@ class RuleEngine:
     def brand_category(self, merchant: str) -> str | None:
         """The category of the first known brand in the merchant's descriptor, longest
         key first at each position."""
-        if not self._brands:
-            return None
-        words = normalise_descriptor(merchant).split()
-        for i in range(len(words)):
-            for j in range(min(len(words), i + MAX_NGRAM), i, -1):
-                key = "".join(words[i:j])
-                if len(key) >= MIN_BRAND_KEY:
-                    found = self._brands.get(key)
-                    if found is not None:
-                        return found
-        return None
+        return brand_of(self._brands, normalise_descriptor(merchant))
 
     def suggest(
         self, merchant: str, memo: str, amount: float, top_k: int = 3, mcc: str | None = None
@@ -404,39 +396,3 @@ class RuleEngine:
             self.suggest(m, d, float(a), top_k)
             for m, d, a in zip(merchants, memos, amounts, strict=True)
         ]
-
-
-def brand_table(entries: Iterable[tuple[Sequence[str], str]]) -> dict[str, str]:
-    """Brand key (normalised descriptor without spaces) -> category, from ``(names,
-    category)`` entries; a key that two categories claim is left out."""
-    table: dict[str, str] = {}
-    clashes: set[str] = set()
-    for names, category in entries:
-        forms = [*names, *(n[4:] for n in names if n.casefold().startswith("the "))]
-        for name in forms:
-            key = brand_key(name)
-            if len(key) < MIN_BRAND_KEY:
-                continue
-            if table.get(key, category) != category:
-                clashes.add(key)
-            table[key] = category
-    for key in clashes:
-        del table[key]
-    return table
-
-
-def brand_key(name: str) -> str:
-    """A brand's key: its normalised descriptor without spaces (also its split group)."""
-    return normalise_descriptor(name).replace(" ", "")
-
-
-def default_brands(path: Path = BRANDS_FILE, exclude: Iterable[str] = ()) -> dict[str, str]:
-    """The brand table of ``service/brands.json``, without the brands whose
-    :func:`brand_key` is in ``exclude`` (all their names)."""
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    skip = set(exclude)
-    return brand_table(
-        ((name, *alts), category)
-        for name, alts, category, *_ in doc["brands"]
-        if brand_key(name) not in skip
-    )

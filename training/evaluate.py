@@ -18,7 +18,7 @@ import numpy.typing as npt
 from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
 
 from training.gate import MetricValue
-from training.train import CrossValidation, TrainedModel, features_of
+from training.train import CrossValidation, TrainedModel
 
 ECE_BINS: Final = 15
 
@@ -185,7 +185,7 @@ def evaluate_model(
     split is by group), by the serving path, and the rules beside it."""
     test = trained.split.test
     classes = trained.classes
-    proba = trained.predict_proba(features_of(test))
+    proba = trained.predict_proba(trained.features(test))
     index = {c: i for i, c in enumerate(classes)}
     y_idx = np.fromiter((index[v] for v in test["label"]), dtype=np.int64, count=len(test))
     y_true = test["label"].tolist()
@@ -195,7 +195,7 @@ def evaluate_model(
     descriptor_only = None
     if "mcc" in test.columns and test["mcc"].map(lambda m: isinstance(m, str)).any():
         bare = test.assign(mcc=None)
-        bare_proba = trained.predict_proba(features_of(bare))
+        bare_proba = trained.predict_proba(trained.features(bare))
         descriptor_only = classification_metrics(
             y_true, [classes[i] for i in bare_proba.argmax(axis=1)], classes
         )

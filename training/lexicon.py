@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from service import categories as c
-from service.rules import brand_key
+from service.features import brand_key
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from service.artifact import (
     Manifest,
     read_manifest,
 )
-from service.features import FEATURE_VERSION
+from service.features import FEATURE_VERSION, lexicon_digest
 from training.data import (
     data_fingerprint,
     generate_transactions,
@@ -203,6 +203,7 @@ def train_and_publish(
         files=build_files_digest(files),
         features=list(trained.feature_names),
         feature_version=FEATURE_VERSION,
+        lexicon_sha256=lexicon_digest(),
         classes=list(trained.classes),
         metrics=metrics,
         data_fingerprint=data_fingerprint(frame),

@@ -32,6 +32,7 @@ import inspect
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -50,10 +51,13 @@ from sklearn.model_selection import GroupKFold, train_test_split
 from service.artifact import Calibration, TextStage
 from service.features import (
     TEXT_DIMENSIONS,
+    BrandTable,
     FeatureBatch,
     FeatureMatrix,
+    default_brands,
     extract,
     model_feature_names,
+    shipped_brands,
 )
 from training.data import DataError
 
@@ -87,6 +91,13 @@ class TrainParams(BaseModel):
     cv_folds: int = Field(default=0, ge=0, le=20)
     split: Literal["group", "row"] = Field(
         default="group", description="held-out parts by group (brand) or by row"
+    )
+    lexicon_holdout: float = Field(
+        default=0.3,
+        ge=0.0,
+        lt=1.0,
+        description="share of the training brands the brand features are kept from "
+        "knowing, so the trees learn to read the text of brands the lexicon lacks",
     )
     text_folds: int = Field(default=4, ge=2, le=10)
     text_alpha: float = Field(default=2e-6, gt=0.0)
@@ -166,6 +177,14 @@ class TrainedModel:
     params: TrainParams
     cross_validation: CrossValidation | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    held_out_brands: BrandTable | None = None
+    """The brand table without the brands of the held-out parts: what the validation,
+    calibration and test rows were scored with (None: the shipped one)."""
+
+    def features(self, frame: pd.DataFrame) -> FeatureBatch:
+        """Features of held-out rows as training scored them (brands of the held-out
+        parts unknown to the brand features, as to the honest rules)."""
+        return features_of(frame, self.held_out_brands)
 
     @property
     def booster(self) -> lgb.Booster:
@@ -219,16 +238,37 @@ def feature_frame(x: FeatureMatrix, classes: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame(x, columns=list(model_feature_names(classes)), copy=False)
 
 
-def features_of(frame: pd.DataFrame) -> FeatureBatch:
-    """The features of a dataset, by the one feature extractor (what serving scores)."""
+def features_of(frame: pd.DataFrame, brands: BrandTable | None = None) -> FeatureBatch:
+    """The features of a dataset, by the one feature extractor (what serving scores);
+    ``brands``: the brand table the brand features read (None: the shipped one)."""
     mccs = (
         [m if isinstance(m, str) else None for m in frame["mcc"]]  # pandas may hold NaN
         if "mcc" in frame.columns
         else None
     )
     return extract(
-        frame["merchant"].tolist(), frame["memo"].tolist(), frame["amount"].to_numpy(), mccs
+        frame["merchant"].tolist(),
+        frame["memo"].tolist(),
+        frame["amount"].to_numpy(),
+        mccs,
+        brands,
     )
+
+
+def brands_without(groups: Iterable[Any]) -> dict[str, str]:
+    """The shipped brand table without the brands of ``groups`` (brand keys)."""
+    return default_brands(exclude={str(g) for g in groups})
+
+
+def lexicon_holdout_groups(groups: Iterable[Any], share: float, seed: int) -> set[str]:
+    """A ``share`` of ``groups``, drawn with ``seed``: training brands whose rows see the
+    brand features as for a brand the lexicon lacks."""
+    unique = sorted({str(g) for g in groups})
+    if share <= 0 or not unique:
+        return set()
+    rng = np.random.default_rng(seed + 7907)
+    picked = rng.choice(len(unique), size=round(share * len(unique)), replace=False)
+    return {unique[i] for i in picked}
 
 
 def split_data(frame: pd.DataFrame, params: TrainParams, seed: int) -> DataSplit:
@@ -443,11 +483,19 @@ def _fit_stack(
     params: TrainParams,
     seed: int,
     n_estimators: int | None = None,
+    held_out: BrandTable | None = None,
 ) -> tuple[TextStage, Any, dict[str, float]]:
-    """Text stage (out-of-fold scores for the trees) and trees on ``train``."""
+    """Text stage (out-of-fold scores for the trees) and trees on ``train``.
+
+    ``held_out``: the brand table without the held-out parts' brands (validation is
+    scored with it); the training rows' table also lacks a ``lexicon_holdout`` share of
+    the training brands."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    train_f = features_of(train)
+    held_out = shipped_brands() if held_out is None else held_out
+    hidden = lexicon_holdout_groups(train["group"], params.lexicon_holdout, seed)
+    train_table = {k: v for k, v in held_out.items() if k not in hidden}
+    train_f = features_of(train, train_table)
     train_y = encode_labels(train["label"], classes)
     seconds["features"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -458,7 +506,7 @@ def _fit_stack(
     started = time.perf_counter()
     val = None
     if validation is not None:
-        val_f = features_of(validation)
+        val_f = features_of(validation, held_out)
         val = (model_input(val_f, stage), encode_labels(validation["label"], classes))
     train_x = np.hstack((train_f.dense, oof))
     classifier = _fit(
@@ -483,10 +531,17 @@ def cross_validate(
     scores = []
     for train_idx, test_idx in GroupKFold(n_splits=params.cv_folds).split(frame, groups=groups):
         train, test = frame.iloc[train_idx], frame.iloc[test_idx]
+        unseen = brands_without(test["group"])
         stage, model, _ = _fit_stack(
-            train, None, classes, params=params, seed=seed, n_estimators=n_estimators
+            train,
+            None,
+            classes,
+            params=params,
+            seed=seed,
+            n_estimators=n_estimators,
+            held_out=unseen,
         )
-        x = model_input(features_of(test), stage)
+        x = model_input(features_of(test, unseen), stage)
         predicted = model.predict(feature_frame(x, classes))
         y = encode_labels(test["label"], classes)
         scores.append(float(f1_score(y, predicted, average="macro")))
@@ -510,15 +565,18 @@ def train_model(
     split = split_data(frame, params, seed)
     # Integer labels in sorted class order: LightGBM 4.7's eval_y does not encode strings.
     classes = tuple(sorted(str(c) for c in frame["label"].unique()))
+    held_out = brands_without(
+        pd.concat([split.validation["group"], split.calibration["group"], split.test["group"]])
+    )
     split_s = time.perf_counter() - started
     stage, classifier, seconds = _fit_stack(
-        split.train, split.validation, classes, params=params, seed=seed
+        split.train, split.validation, classes, params=params, seed=seed, held_out=held_out
     )
     seconds["split"] = split_s
     best = int(classifier.best_iteration_ or 0) or int(classifier.n_estimators)
 
     started = time.perf_counter()
-    cal_x = model_input(features_of(split.calibration), stage)
+    cal_x = model_input(features_of(split.calibration, held_out), stage)
     cal_y = encode_labels(split.calibration["label"], classes)
     calibrated = CalibratedClassifierCV(FrozenEstimator(classifier), method="sigmoid")
     calibrated.fit(feature_frame(cal_x, classes), cal_y)
@@ -544,4 +602,5 @@ def train_model(
         params=params,
         cross_validation=cv,
         seconds=seconds,
+        held_out_brands=held_out,
     )

@@ -77,6 +77,10 @@ def _damage(root: Path, how: str) -> str:
         manifest["features"] = list(reversed(manifest["features"]))
     elif how == "feature-version":
         manifest["feature_version"] = FEATURE_VERSION - 1
+    elif how == "lexicon":
+        manifest["lexicon_sha256"] = "0" * 64
+    elif how == "no-lexicon":
+        del manifest["lexicon_sha256"]
     elif how == "classes":
         manifest["classes"] = manifest["classes"][:-1]
     elif how == "manifest":
@@ -98,6 +102,8 @@ def _damage(root: Path, how: str) -> str:
         ("sha256", "sha256 of model.txt"),
         ("features", "another feature list"),
         ("feature-version", f"feature code version {FEATURE_VERSION - 1}, serving has"),
+        ("lexicon", "trained with brand lexicon 000000000000, serving has"),
+        ("no-lexicon", "trained with brand lexicon none recorded, serving has"),
         ("classes", "another feature list"),  # the text stage's features name the classes
         ("manifest", "invalid manifest.json"),
         ("model-file", "LightGBM cannot load"),

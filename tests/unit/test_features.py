@@ -11,12 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.features import (
+    BRAND_FEATURES,
     FEATURE_NAMES,
     MCC_FEATURES,
     N_ORIGINAL,
     ORIGINAL_FEATURES,
     TEXT_DIMENSIONS,
     FeatureBatch,
+    brand_of,
     extract,
     model_feature_names,
     normalise_descriptor,
@@ -33,9 +35,9 @@ def features(
     return dict(zip(FEATURE_NAMES, row.tolist(), strict=True))
 
 
-def test_the_25_original_features_come_first_in_their_order_then_the_mcc_features() -> None:
+def test_the_25_original_features_come_first_then_the_mcc_then_the_brand_features() -> None:
     assert len(ORIGINAL_FEATURES) == N_ORIGINAL == 25
-    assert FEATURE_NAMES == ORIGINAL_FEATURES + MCC_FEATURES
+    assert FEATURE_NAMES == ORIGINAL_FEATURES + MCC_FEATURES + BRAND_FEATURES
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert FEATURE_NAMES[:6] == (
         "amount",
@@ -49,6 +51,7 @@ def test_the_25_original_features_come_first_in_their_order_then_the_mcc_feature
     assert FEATURE_NAMES[14] == "kw_whole_foods"
     assert FEATURE_NAMES[24] == "kw_grocery"
     assert MCC_FEATURES[0] == "has_mcc"
+    assert BRAND_FEATURES[0] == "brand_known"
     assert model_feature_names(("A", "B")) == (*FEATURE_NAMES, "text_A", "text_B")
 
 
@@ -121,6 +124,46 @@ def test_keyword_features_match_whole_words(
 def test_mcc_features(mcc: str | None, expected: set[str]) -> None:
     row = features("ACME", mcc=mcc)
     assert {name for name in MCC_FEATURES if row[name] == 1.0} == set(expected)
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "category"),
+    [
+        ("PURCHASE AUTHORIZED ON 11/02 CVS/PHARMACY #04821", "healthcare"),
+        ("KROGER #512 COLUMBUS OH", "groceries"),
+        ("SQ *STARBUCKS STORE 0042", "dining"),
+        ("WHOLEFDS MKT #10233", None),  # an abbreviation the lexicon does not list
+        ("ZQX WIDGETS 0042", None),
+    ],
+)
+def test_brand_features_name_the_shipped_lexicons_category(
+    descriptor: str, category: str | None
+) -> None:
+    got = features(descriptor)
+    flags = {name for name in BRAND_FEATURES[1:] if got[name]}
+    assert got["brand_known"] == (category is not None)
+    assert flags == ({f"brand_{category}"} if category else set())
+
+
+def test_brand_features_read_the_table_they_are_given() -> None:
+    """Training keeps the lexicon from knowing held-out brands: a table without a brand
+    gives that brand's rows no brand feature, a table given another category says so."""
+    row = ["POS DEBIT KROGER #512"]
+    without = extract(row, [""], [-5.0], None, {}).dense[0]
+    other = extract(row, [""], [-5.0], None, {"kroger": "Dining"}).dense[0]
+    named = dict(zip(FEATURE_NAMES, other.tolist(), strict=True))
+    assert not any(without[FEATURE_NAMES.index(n)] for n in BRAND_FEATURES)
+    assert named["brand_known"] == named["brand_dining"] == 1.0
+    assert named["brand_groceries"] == 0.0
+
+
+def test_brand_lookup_prefers_the_longest_key_and_joins_words() -> None:
+    table = {"whole": "Shopping", "wholefoods": "Groceries", "bestbuy": "Shopping"}
+    assert brand_of(table, "whole foods market") == "Groceries"
+    assert brand_of(table, "whole earth") == "Shopping"
+    assert brand_of(table, "best buy") == "Shopping"
+    assert brand_of(table, "ab") is None
+    assert brand_of({}, "whole foods") is None
 
 
 @pytest.mark.parametrize(

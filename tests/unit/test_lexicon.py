@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from service.categories import CATEGORIES, is_known_mcc, mcc_category
-from service.rules import brand_key, default_brands
+from service.features import brand_key, default_brands
 from training.lexicon import DROPPED_TAGS, TAG_CATEGORY, brand_group, sample_brands
 
 pytestmark = pytest.mark.unit
@@ -37,7 +37,11 @@ def test_a_brand_group_is_its_rules_key(name: str, group: str) -> None:
     assert brand_group(name) == brand_key(name) == group
 
 
-def test_the_rules_lexicon_leaves_out_keys_two_categories_claim() -> None:
+def test_the_rules_lexicon_gives_a_key_several_categories_claim_to_the_most_common() -> None:
     table = default_brands()
     assert table["traderjoes"] == "Groceries"
+    # Kroger: two supermarket entries, a pharmacy and a fuel station name it.
+    assert table["kroger"] == "Groceries"
+    assert table["krogerfuel"] == "Transportation"
+    assert table["krogerpharmacy"] == "Healthcare"
     assert all(len(k) >= 3 for k in table)

@@ -19,7 +19,9 @@ ENGINE = RuleEngine.default()
         ("WHOLEFDS MKT #10233", "", -54.2, "Groceries", "groceries-store"),
         ("WHOLEFOODS SF", "", -54.2, "Groceries", "groceries-store"),  # keyword without space
         ("TRADER JOE'S #552", "", -31.0, "Groceries", "groceries-store"),
-        ("COSTCO WHSE #12", "", -140.0, "Groceries", "groceries-warehouse"),
+        # Warehouse clubs are Shopping by their code (5300, DESIGN contract 6): the lexicon
+        # (0.85) outranks the original system's Groceries row (0.7).
+        ("COSTCO WHSE #12", "", -140.0, "Shopping", "brand"),
         ("COSTCO GAS #12", "", -40.0, "Transportation", "transport-fuel-station"),
         ("SQ *BLUE BOTTLE", "", -5.5, "Dining", "dining-coffee"),
         ("UBER *EATS", "", -28.0, "Dining", "dining-delivery"),  # not a ride
@@ -28,7 +30,7 @@ ENGINE = RuleEngine.default()
         ("NETFLIX.COM", "", -15.5, "Entertainment", "entertainment-streaming"),
         ("AMAZON FRESH*1A2B", "", -70.0, "Groceries", "groceries-store"),  # outranks Amazon
         ("AMZN MKTP US*2K4", "", -23.0, "Shopping", "shopping-online"),
-        ("TARGET #1234", "", -42.0, "Shopping", "shopping-store"),
+        ("TARGET #1234", "", -42.0, "Shopping", "brand"),
         ("CVS/PHARMACY #221", "", -22.0, "Healthcare", "healthcare-pharmacy"),
         ("PLANET FITNESS 12", "", -45.0, "Healthcare", "brand"),
         ("PG&E WEBRECURRING", "gas and electric", -110.0, "Utilities", "utilities-energy"),

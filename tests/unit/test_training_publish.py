@@ -21,7 +21,7 @@ from service.artifact import (
     list_versions,
     verify_version,
 )
-from service.features import FEATURE_VERSION, model_feature_names
+from service.features import FEATURE_VERSION, lexicon_digest, model_feature_names
 from testbed.process import wait_until
 from training.publish import (
     STALE_AFTER_SECONDS,
@@ -56,6 +56,7 @@ def _manifest(version: str, files: dict[str, bytes]) -> Manifest:
         files=build_files_digest(files),
         features=list(model_feature_names(["a", "b"])),
         feature_version=FEATURE_VERSION,
+        lexicon_sha256=lexicon_digest(),
         classes=["a", "b"],
         metrics={"macro_f1": 0.9},
         data_fingerprint="0" * 64,
@@ -154,7 +155,7 @@ import os, time
 from datetime import UTC, datetime
 from pathlib import Path
 from service.artifact import Manifest
-from service.features import FEATURE_NAMES, FEATURE_VERSION
+from service.features import FEATURE_NAMES, FEATURE_VERSION, lexicon_digest
 from training.publish import build_files_digest, publish_version
 
 real_rename = os.rename
@@ -167,6 +168,7 @@ files = {{"model.txt": b"tree" * 1000, "calibration.json": b"{{}}"}}
 manifest = Manifest(
     version="v2", created=datetime.now(UTC), files=build_files_digest(files),
     features=list(FEATURE_NAMES), feature_version=FEATURE_VERSION, classes=["a", "b"],
+    lexicon_sha256=lexicon_digest(),
     data_fingerprint="0" * 64,
 )
 publish_version(Path({models!r}), files, manifest)
