@@ -95,15 +95,15 @@ def main() -> None:
         print(f"on disk: {size / 1e6:.2f} MB ({MODEL_FILE} {model_size / 1e6:.2f} MB)")
 
         booster = lgb.Booster(model_file=str(result.path / MODEL_FILE))
-        calibration = result.trained.calibration
-        calibrated = result.trained.calibrated
-        batch = features_of(result.trained.split.test.iloc[:1000])
-        x = result.trained.model_input(batch)
+        calibration = result.published.calibration
+        calibrated = result.published.calibrated
+        batch = features_of(result.published.split.test.iloc[:1000])
+        x = result.published.model_input(batch)
         row = x[:1]
-        row_frame = feature_frame(row, result.trained.classes)
+        row_frame = feature_frame(row, result.published.classes)
 
         fast = calibration.apply(booster.predict(x, raw_score=True))
-        slow = calibrated.predict_proba(feature_frame(x, result.trained.classes))
+        slow = calibrated.predict_proba(feature_frame(x, result.published.classes))
         print(f"max |serving path - predict_proba| over 1000 rows: {np.abs(fast - slow).max():.2e}")
 
         b50, b99 = latency(lambda: calibration.apply(booster.predict(row, raw_score=True)))

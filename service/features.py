@@ -249,14 +249,17 @@ def brand_table(entries: Iterable[tuple[Sequence[str], str]]) -> dict[str, str]:
 
 def default_brands(path: Path = BRANDS_FILE, exclude: Iterable[str] = ()) -> dict[str, str]:
     """The brand table of ``service/brands.json``, without the brands whose
-    :func:`brand_key` is in ``exclude`` (all their names)."""
+    :func:`brand_key` is in ``exclude`` (all their names), nor any key in ``exclude`` (the
+    alternate name of another brand: "Coco's Bakery" is also "coco's", the key of an
+    unrelated brand a test may hold)."""
     doc = json.loads(path.read_text(encoding="utf-8"))
     skip = set(exclude)
-    return brand_table(
+    table = brand_table(
         ((name, *alts), category)
         for name, alts, category, *_ in doc["brands"]
         if brand_key(name) not in skip
     )
+    return {k: v for k, v in table.items() if k not in skip}
 
 
 @lru_cache(maxsize=1)

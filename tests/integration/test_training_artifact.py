@@ -38,11 +38,12 @@ def test_a_published_version_serves_the_trainers_probabilities(tmp_path: Path) -
     try:
         rows = validate_transactions(generate_transactions(5000, seed=77))
         x = features_of(rows)
-        trainer = result.trained.calibrated.predict_proba(
-            feature_frame(result.trained.model_input(x), result.trained.classes)
+        published = result.published
+        trainer = published.calibrated.predict_proba(
+            feature_frame(published.model_input(x), published.classes)
         )
         served = loaded.predict_proba(x)
-        assert loaded.classes == result.trained.classes
+        assert loaded.classes == published.classes
         np.testing.assert_allclose(served, trainer, rtol=0, atol=1e-9)
         for i in range(0, 5000, 250):  # the single-row path as well
             one = loaded.predict_proba(x.take([i]))

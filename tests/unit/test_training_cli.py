@@ -84,6 +84,7 @@ def test_train_publishes_and_prints_a_summary(
     assert "pass  beats_rules" in out
     assert "published" in err  # progress on stderr
     assert "published" not in out
+    assert "refit on all but cal     yes" in out
     manifest = read_manifest(tmp_path / version)
     assert manifest.params["n_estimators"] == 40
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -18,8 +19,8 @@ from service.artifact import (
 )
 from service.features import FEATURE_NAMES, FEATURE_VERSION, model_feature_names
 from training.data import generate_transactions
-from training.gate import GateConfig, GateRejectedError
-from training.pipeline import PublishResult, train_and_publish
+from training.gate import GateConfig, GateRejectedError, MetricValue
+from training.pipeline import PublishResult, choose_published, train_and_publish
 from training.publish import VERSION_PATTERN, VersionExistsError
 from training.train import TrainParams, features_of
 
@@ -66,12 +67,70 @@ def test_the_published_files_reproduce_the_trainers_probabilities(
     version_dir = published.path
     booster = lgb.Booster(model_file=str(version_dir / MODEL_FILE))
     calibration = read_calibration(version_dir)
-    trained = published.trained
+    trained = published.published
+    assert trained.refitted
+    assert published.manifest.params["published"] == "refit"
     assert booster.feature_name() == list(model_feature_names(trained.classes))
     features = features_of(trained.split.test)
     x = trained.model_input(features)
     served = calibration.apply(booster.predict(x, raw_score=True))
     np.testing.assert_allclose(served, trained.predict_proba(features), rtol=0, atol=1e-12)
+
+
+def test_the_published_model_is_fitted_again_on_the_test_brands_and_graded_as_before(
+    published: PublishResult,
+) -> None:
+    """The figures are the graded model's; the published one has also learnt the brands of
+    the validation and test parts (it fits their rows far better than the graded model,
+    which never saw them) and is calibrated on the calibration part, which neither saw."""
+    graded, refitted = published.trained, published.published
+    assert not graded.refitted
+    assert refitted.refitted
+    assert refitted.best_iteration == graded.best_iteration
+    test = graded.split.test
+    y = test["label"].to_numpy()
+    accuracy = {
+        name: float(
+            np.mean(np.asarray(m.classes)[m.predict_proba(m.features(test)).argmax(1)] == y)
+        )
+        for name, m in (("graded", graded), ("refit", refitted))
+    }
+    assert published.metrics["accuracy"] == pytest.approx(accuracy["graded"])
+    assert accuracy["refit"] > accuracy["graded"] + 0.03
+    known = {
+        name: set(m.held_out_brands or {}) for name, m in (("graded", graded), ("r", refitted))
+    }
+    test_brands = set(test["group"])
+    assert not test_brands & known["graded"]  # graded as brands nobody knows
+    assert test_brands & known["r"]  # the published model's lexicon knows them again
+    assert not set(graded.split.calibration["group"]) & known["r"]
+    for name in ("graded", "refit"):
+        assert isinstance(published.metrics[f"calibration_accuracy_{name}"], float)
+
+
+def test_a_refit_worse_than_the_graded_model_is_not_published(published: PublishResult) -> None:
+    graded = published.trained
+    metrics: dict[str, MetricValue] = {}
+    assert choose_published(graded, published.published, metrics)[1] == "refit"
+    worse = train_and_publish(
+        published.path.parent / "worse",
+        rows=3000,
+        params=TrainParams.quick(refit=False),
+        corrupt="rotate_labels",
+        gate=GateConfig(enforce=False),
+    ).trained
+    chosen, name = choose_published(
+        graded,
+        replace(
+            graded,
+            calibration=worse.calibration,
+            classifier=worse.classifier,
+            text_stage=worse.text_stage,
+        ),
+        metrics,
+    )
+    assert (chosen, name) == (graded, "graded")
+    assert metrics["calibration_accuracy_refit"] < metrics["calibration_accuracy_graded"]
 
 
 def test_the_same_inputs_train_the_same_model(tmp_path: Path) -> None:
