@@ -109,6 +109,10 @@ def main() -> int:
             "no shadow": (stable, {}),
             "like-sized shadow": (stable | {"candidate": "v2", "shadow_percent": 100}, {}),
             "heavy shadow": (stable | {"candidate": "v3", "shadow_percent": 100}, {}),
+            "heavy shadow, normal priority": (
+                stable | {"candidate": "v3", "shadow_percent": 100},
+                {"MODELROLLOUT_SHADOW_IDLE_PRIORITY": "false"},
+            ),
             "heavy shadow, no CPU bound": (
                 stable | {"candidate": "v3", "shadow_percent": 100},
                 {"MODELROLLOUT_SHADOW_CPU_SHARE": "1"},

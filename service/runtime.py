@@ -77,6 +77,7 @@ class SuggestionService:
             shadow_batch_rows=settings.shadow_batch_rows,
             shadow_cpu_share=settings.shadow_cpu_share,
             shadow_max_rows=settings.shadow_queue_rows,
+            shadow_idle_priority=settings.shadow_idle_priority,
         )
         self.coalescer: Coalescer[ServingState] = Coalescer(
             self.suggest, max_rows=settings.inline_rows

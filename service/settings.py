@@ -27,6 +27,9 @@ MODELROLLOUT_SHADOW_BATCH_ROWS   the shadow's worker thread evaluates a group on
                                  service/shadow.py)
 MODELROLLOUT_SHADOW_CPU_SHARE    share of one core the shadow's worker may use (default
                                  0.25); what it cannot take is shed and counted
+MODELROLLOUT_SHADOW_IDLE_PRIORITY the shadow's worker runs at the idle scheduling class
+                                 (SCHED_IDLE, else nice 19): it gets a core only when
+                                 serving does not want one (default true)
 MODELROLLOUT_SHADOW_QUEUE_ROWS   shadow rows that may wait for the worker (default 4096)
 MODELROLLOUT_REPORT              write the pod report Lease in cluster mode (default true)
 MODELROLLOUT_FAULTS              rollback drills: per model version, CPU burned in its
@@ -148,6 +151,11 @@ class Settings(BaseSettings):
         le=1,
         description="share of one core the shadow's worker may use (service/shadow.py); "
         "rows it cannot take are shed and counted",
+    )
+    shadow_idle_priority: bool = Field(
+        default=True,
+        description="run the shadow's worker thread at the idle scheduling class (Linux "
+        "SCHED_IDLE, else nice 19): it gets a core only when serving does not want it",
     )
     shadow_queue_rows: int = Field(
         default=4096,

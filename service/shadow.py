@@ -41,6 +41,7 @@ because it was measured in shadow.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -109,6 +110,28 @@ GROUP_ROWS: Final = 256
 that holds the GIL stays short."""
 
 
+def lower_priority() -> str:
+    """Put the calling thread in Linux's idle scheduling class (``SCHED_IDLE``: it runs
+    only when no normal thread of the machine, or of the pod's CPU cgroup, wants the
+    core), else at nice 19; what was done (``idle``, ``nice 19`` or ``normal``).
+
+    Lowering one's own priority needs no privilege. On Linux, ``pid`` 0 of
+    ``sched_setscheduler`` and the thread id of ``setpriority`` address this thread only,
+    not the process: the event loop keeps its priority.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+    else:
+        return "idle"
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        return "normal"
+    return "nice 19"
+
+
 class ShadowQueue:
     """Pending shadow rows and the worker thread that compares them; :meth:`add` is
     thread-safe and never waits for an evaluation."""
@@ -123,6 +146,7 @@ class ShadowQueue:
         cpu_share: float = DEFAULT_CPU_SHARE,
         max_rows: int = DEFAULT_MAX_ROWS,
         max_wait: float = DEFAULT_MAX_WAIT,
+        idle_priority: bool = True,
     ) -> None:
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
@@ -136,6 +160,9 @@ class ShadowQueue:
         self.cpu_share = cpu_share
         self.max_rows = max_rows
         self.max_wait = max_wait
+        self.idle_priority = idle_priority
+        self.scheduling = "not started"
+        """How the worker thread is scheduled (``idle``, ``nice 19`` or ``normal``)."""
         self._evaluate = evaluate
         self._rules = rules
         self._metrics = metrics
@@ -250,6 +277,7 @@ class ShadowQueue:
             return group
 
     def _work(self) -> None:
+        self.scheduling = lower_priority() if self.idle_priority else "normal"
         while True:
             group = self._take()
             if group is None:

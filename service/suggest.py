@@ -85,6 +85,7 @@ class Suggester:
         shadow_batch_rows: int = 32,
         shadow_cpu_share: float = DEFAULT_CPU_SHARE,
         shadow_max_rows: int = DEFAULT_MAX_ROWS,
+        shadow_idle_priority: bool = True,
     ) -> None:
         self.rules = rules
         self.metrics = metrics
@@ -98,6 +99,7 @@ class Suggester:
             batch_rows=shadow_batch_rows,
             cpu_share=shadow_cpu_share,
             max_rows=shadow_max_rows,
+            idle_priority=shadow_idle_priority,
         )
 
     def suggest(self, state: ServingState, batch: Batch) -> list[Answer]:

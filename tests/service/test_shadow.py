@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from typing import Any, cast
@@ -279,6 +280,23 @@ class _Model:
     classes = ("A", "B")
 
 
+def one_row(min_confidence: float) -> ShadowRows:
+    """One candidate row for merchant "m", served "A" by stable s1."""
+    return ShadowRows(
+        role=Source.CANDIDATE,
+        model=cast(Any, _Model()),
+        features=extract(["m"], [""], [1.0]),
+        baselines=["stable"],
+        baseline_versions=["s1"],
+        served_top1=["A"],
+        rules_top1=[None],
+        merchants=["m"],
+        memos=[""],
+        amounts=[1.0],
+        min_confidence=min_confidence,
+    )
+
+
 def test_rows_added_from_many_threads_are_all_compared_once() -> None:
     metrics = ServiceMetrics()
     evaluated: list[int] = []
@@ -349,19 +367,7 @@ def test_a_failing_comparison_drops_its_rows_and_never_raises(
     metrics = ServiceMetrics()
     unsure = np.array([[0.5, 0.5]])  # below min_confidence: the rules' answer is needed
     queue = ShadowQueue(lambda role, model, x: unsure, BrokenRules.default(), metrics, batch_rows=1)
-    rows = ShadowRows(
-        role=Source.CANDIDATE,
-        model=cast(Any, _Model()),
-        features=extract(["m"], [""], [1.0]),
-        baselines=["stable"],
-        baseline_versions=["s1"],
-        served_top1=["A"],
-        rules_top1=[None],
-        merchants=["m"],
-        memos=[""],
-        amounts=[1.0],
-        min_confidence=0.9,
-    )
+    rows = one_row(min_confidence=0.9)
     assert queue.add(rows)
     assert queue.drain(30)
     queue.stop()
@@ -424,3 +430,26 @@ def test_a_shadow_not_confident_enough_is_compared_as_the_rules_answer_with_the_
         "baseline": "stable", "baseline_version": "s1", "shadow_version": "m1",
         "category": "Dining", "agree": "true",
     }) == 1  # fmt: skip
+
+
+@pytest.mark.parametrize(("idle", "policy"), [(True, "SCHED_IDLE"), (False, "SCHED_OTHER")])
+def test_the_worker_thread_alone_runs_in_the_idle_scheduling_class(idle: bool, policy: str) -> None:
+    """The worker gets a core only when serving does not want one; the event loop's thread
+    (here the test's) keeps its class."""
+    seen: dict[str, int] = {}
+
+    def evaluate(role: Source, model: Any, x: Any) -> np.ndarray:
+        seen["worker"] = os.sched_getscheduler(0)  # 0: the calling thread, on Linux
+        return np.tile([0.9, 0.1], (len(x), 1))
+
+    before = os.sched_getscheduler(0)
+    queue = ShadowQueue(
+        evaluate, RuleEngine.default(), ServiceMetrics(), batch_rows=1, idle_priority=idle
+    )
+    rows = one_row(min_confidence=0.5)
+    assert queue.add(rows)
+    assert queue.drain(30)
+    queue.stop()
+    assert seen["worker"] == getattr(os, policy)
+    assert queue.scheduling == ("idle" if idle else "normal")
+    assert os.sched_getscheduler(0) == before == os.SCHED_OTHER
