@@ -7,6 +7,9 @@ the part both endpoints share), one request at a time, in alternating rounds:
 - ``trivial GET``: the trivial FastAPI endpoint ``bench_service.py`` compares with;
 - ``POST``: ``POST /v1/suggestions`` (one transaction) through the app, its one path
   (``service/api/suggestions.py``: FastAPI's route and handler, the body parsed once);
+- ``Starlette route``: the same work in a plain Starlette ``Route`` (no FastAPI request
+  handler: no dependency solving, no content-type parsing), the next cheaper step of
+  docs/decisions/0011-shadow-budget-and-one-path.md;
 - ``core``: what any path must do: validate the body, answer (``SuggestionService.answer``)
   and serialise the response.
 
@@ -38,6 +41,10 @@ sys.path.insert(0, str(ROOT))
 from bench_service import train  # noqa: E402
 from bench_shadow import TRANSACTIONS, start  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+from starlette.routing import Route  # noqa: E402
 
 from service.api.schemas import SuggestionsRequest  # noqa: E402
 from service.api.suggestions import answer_bytes  # noqa: E402
@@ -53,6 +60,14 @@ def trivial_app() -> FastAPI:
         return {"ok": True}
 
     return app
+
+
+def starlette_app(service: SuggestionService) -> Starlette:
+    async def suggestions(request: Request) -> Response:
+        body = SuggestionsRequest.model_validate_json(await request.body())
+        return Response(await answer_bytes(service, body), media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/suggestions", suggestions, methods=["POST"])])
 
 
 def bodies(n: int) -> list[bytes]:
@@ -144,16 +159,18 @@ def main() -> int:
             service = start(work_dir, models, cache, f"asgi-{shadow}", shadow, 32)
             app = create_app(service=service)
             trivial = trivial_app()
+            plain = starlette_app(service)
             gc.freeze()  # as the service's lifespan does
             runs: dict[str, Callable[[bytes], Awaitable[object]]] = {
                 "trivial GET": lambda b, a=trivial: call(a, "GET", "/ping", b""),
                 "POST": lambda b, a=app: call(a, "POST", "/v1/suggestions", b),
+                "Starlette route": lambda b, a=plain: call(a, "POST", "/v1/suggestions", b),
                 "core": core(service),
             }
             times = asyncio.run(measure(runs, bodies(args.requests), args.rounds))
             results[label] = {name: statistics.median(ts) for name, ts in times.items()}
             ranges = {name: (min(ts), max(ts)) for name, ts in times.items()}
-            service.suggester.shadow.flush()
+            service.suggester.shadow.drain()
             service.stop()
             gc.unfreeze()
             print(f"\n{label}: microseconds per request, median of {args.rounds} rounds")

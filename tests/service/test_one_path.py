@@ -1,5 +1,6 @@
-"""``POST /v1/suggestions`` has one path (service/api/suggestions.py): FastAPI's route and
-handler, the body parsed once. Whatever is attached to the app or the route later
+"""``POST /v1/suggestions`` has one path (service/api/suggestions.py): FastAPI's route
+(its handler's work done without the dependency solver while nothing is attached), the
+body parsed once. Whatever is attached to the app or the route later
 (middleware, dependencies, a mount prefix) applies to every request, valid or not."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import fastapi.routing
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from starlette.types import Message
@@ -157,6 +159,40 @@ def test_a_route_dependency_runs_for_valid_requests_and_can_refuse_them(served: 
     ok = client.post("/v1/suggestions", json=payload, headers={"x-api-key": "secret"})
     assert ok.status_code == 200, ok.text
     assert ok.json()["suggestions"][0]["served_by"] == "stable"
+
+
+def test_fastapis_dependency_solver_runs_only_when_something_is_attached(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing attached: the route does FastAPI's work for it without the solver (it has
+    nothing to solve). A dependency attached, or a body of another media type: FastAPI's
+    handler runs (the dependency test above shows it applies)."""
+    solved: list[str] = []
+    original = fastapi.routing.solve_dependencies
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        solved.append(kwargs["request"].headers.get("content-type", ""))
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    payload = {"transactions": [transaction()]}
+    assert served.client.post("/v1/suggestions", json=payload).status_code == 200
+    assert solved == []
+    odd = served.client.post(
+        "/v1/suggestions", content=valid_body(1), headers={"content-type": "text/plain"}
+    )
+    assert odd.status_code == 422
+    assert solved == ["text/plain"]
+
+    app = FastAPI()
+    app.state.service = served.service
+    router = APIRouter(route_class=SuggestionsRoute, dependencies=[Depends(lambda: None)])
+    for route in suggestions.router.routes:
+        assert isinstance(route, SuggestionsRoute)
+        router.add_api_route(route.path, route.endpoint, methods=list(route.methods))
+    app.include_router(router)
+    assert TestClient(app).post("/v1/suggestions", json=payload).status_code == 200
+    assert solved == ["text/plain", "application/json"]
 
 
 def test_the_app_mounted_under_a_prefix_answers_the_same(served: Served) -> None:
