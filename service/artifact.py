@@ -72,6 +72,7 @@ class Calibration(BaseModel):
     input: Literal["raw_score", "probability"] = "raw_score"
     a: list[float]
     b: list[float]
+    power: float = Field(default=1.0, gt=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _same_length(self) -> Calibration:
@@ -92,6 +93,14 @@ class Calibration(BaseModel):
         uniform = np.full_like(proba, 1.0 / n_classes)
         safe_total = np.where(total == 0.0, 1.0, total)
         out: npt.NDArray[np.float64] = np.where(total == 0.0, uniform, proba / safe_total)
+        return self.sharpen(out)
+
+    def sharpen(self, proba: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """``proba ** power`` normalised per row (``proba`` as the sigmoids give it)."""
+        if self.power == 1.0:
+            return proba
+        powered = proba**self.power
+        out: npt.NDArray[np.float64] = powered / powered.sum(axis=1, keepdims=True)
         return out
 
 

@@ -328,7 +328,7 @@ class _CalibrationKernel:
         if not total.all():
             return self._calibration.apply(scores)
         out: Matrix = proba / total
-        return out
+        return self._calibration.sharpen(out)
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,7 +23,8 @@ The recipe (why each step):
    :class:`service.artifact.Calibration` and the text stage as a
    :class:`service.artifact.TextStage`. Serving computes
    ``Calibration.apply(booster.predict(model_input, raw_score=True))``, which equals
-   ``calibrated.predict_proba(model_input)`` (a test holds it to 1e-9).
+   ``calibrated.predict_proba(model_input)`` sharpened by the fitted power
+   (``Calibration.sharpen``; a test holds it to 1e-9).
 """
 
 from __future__ import annotations
@@ -570,9 +571,29 @@ def _calibrate(
 ) -> tuple[Any, Calibration]:
     """One sigmoid per class fitted on ``frame`` (brands the trees never saw)."""
     x = model_input(features_of(frame, brands), stage)
+    y = encode_labels(frame["label"], classes)
     calibrated = CalibratedClassifierCV(FrozenEstimator(classifier), method="sigmoid")
-    calibrated.fit(feature_frame(x, classes), encode_labels(frame["label"], classes))
-    return calibrated, calibration_of(calibrated, classes, calibration_input(classifier))
+    calibrated.fit(feature_frame(x, classes), y)
+    calibration = calibration_of(calibrated, classes, calibration_input(classifier))
+    power = fit_power(calibrated.predict_proba(feature_frame(x, classes)), y)
+    return calibrated, calibration.model_copy(update={"power": power})
+
+
+def fit_power(proba: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> float:
+    """The power ``k`` that minimises the log loss of ``proba ** k`` (normalised per row)
+    on these rows: one parameter on top of the per-class sigmoids, which are
+    under-confident after their normalisation (:class:`service.artifact.Calibration`)."""
+    from scipy.optimize import minimize_scalar  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    rows = np.arange(len(y))
+
+    def loss(log_k: float) -> float:
+        powered = proba ** np.exp(log_k)
+        picked = powered[rows, y] / powered.sum(axis=1)
+        return float(-np.mean(np.log(np.clip(picked, 1e-15, 1.0))))
+
+    found = minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded")
+    return float(np.exp(found.x))
 
 
 def refit(trained: TrainedModel) -> TrainedModel:

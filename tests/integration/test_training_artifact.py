@@ -39,8 +39,10 @@ def test_a_published_version_serves_the_trainers_probabilities(tmp_path: Path) -
         rows = validate_transactions(generate_transactions(5000, seed=77))
         x = features_of(rows)
         published = result.published
-        trainer = published.calibrated.predict_proba(
-            feature_frame(published.model_input(x), published.classes)
+        trainer = published.calibration.sharpen(
+            published.calibrated.predict_proba(
+                feature_frame(published.model_input(x), published.classes)
+            )
         )
         served = loaded.predict_proba(x)
         assert loaded.classes == published.classes

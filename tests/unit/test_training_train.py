@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from service.artifact import Calibration
 from service.features import FEATURE_NAMES
 from training.data import DataError, generate_transactions, validate_transactions
 from training.train import (
@@ -16,6 +17,7 @@ from training.train import (
     TrainParams,
     feature_frame,
     features_of,
+    fit_power,
     split_data,
     train_model,
 )
@@ -128,7 +130,9 @@ def test_the_serving_path_equals_calibrated_predict_proba_on_many_rows(
     odd[:, len(FEATURE_NAMES) :] = rng.normal(0, 20, size=(500, width - len(FEATURE_NAMES)))
     x = np.vstack([x, odd])
 
-    expected = trained.calibrated.predict_proba(feature_frame(x, trained.classes))
+    expected = trained.calibration.sharpen(
+        trained.calibrated.predict_proba(feature_frame(x, trained.classes))
+    )
     booster = lgb.Booster(model_str=trained.model_text())  # as serving loads model.txt
     served = trained.calibration.apply(booster.predict(x, raw_score=True))
     assert served.shape == expected.shape == (len(x), 10)
@@ -152,3 +156,18 @@ def test_cross_validation_is_reported_when_asked(data: pd.DataFrame) -> None:
     assert 0.5 < result.cross_validation.macro_f1_mean <= 1.0
     assert 0.0 <= result.cross_validation.macro_f1_std < 0.1
     assert train_model(small, TrainParams.quick(), seed=0).cross_validation is None
+
+
+def test_the_power_sharpens_an_under_confident_model_and_softens_an_over_confident_one() -> None:
+    rows = np.tile([0.6, 0.2, 0.2], (200, 1))
+    always_right = np.zeros(200, dtype=np.int64)
+    half_right = np.where(np.arange(200) % 2 == 0, 0, 1).astype(np.int64)
+    assert fit_power(rows, always_right) > 2.0
+    confident = np.tile([0.9, 0.05, 0.05], (200, 1))
+    assert fit_power(confident, half_right) < 1.0
+    calibration = Calibration(a=[-1.0, -1.0, -1.0], b=[0.0, 0.0, 0.0], power=3.0)
+    sharpened = calibration.sharpen(rows)
+    np.testing.assert_allclose(sharpened.sum(axis=1), 1.0)
+    assert (sharpened[:, 0] > rows[:, 0]).all()
+    assert (sharpened.argmax(axis=1) == rows.argmax(axis=1)).all()
+    assert Calibration(a=[1.0], b=[0.0]).sharpen(rows) is rows  # power 1: unchanged
