@@ -57,6 +57,14 @@ class ArtifactError(Exception):
         self.reason = reason
 
 
+def sharpen(proba: npt.NDArray[np.float64], power: float) -> npt.NDArray[np.float64]:
+    """``proba ** power``, normalised per row: :meth:`Calibration.sharpen`, and what
+    training fits ``power`` by (``training.train.fit_power``)."""
+    powered = proba**power
+    out: npt.NDArray[np.float64] = powered / powered.sum(axis=1, keepdims=True)
+    return out
+
+
 class Calibration(BaseModel):
     """One-vs-rest sigmoid calibration of raw scores, normalised across classes.
 
@@ -99,9 +107,7 @@ class Calibration(BaseModel):
         """``proba ** power`` normalised per row (``proba`` as the sigmoids give it)."""
         if self.power == 1.0:
             return proba
-        powered = proba**self.power
-        out: npt.NDArray[np.float64] = powered / powered.sum(axis=1, keepdims=True)
-        return out
+        return sharpen(proba, self.power)
 
 
 class Manifest(BaseModel):

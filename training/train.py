@@ -49,7 +49,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold, train_test_split
 
-from service.artifact import Calibration, TextStage
+from service.artifact import Calibration, TextStage, sharpen
 from service.features import (
     TEXT_DIMENSIONS,
     BrandTable,
@@ -573,9 +573,10 @@ def _calibrate(
     x = model_input(features_of(frame, brands), stage)
     y = encode_labels(frame["label"], classes)
     calibrated = CalibratedClassifierCV(FrozenEstimator(classifier), method="sigmoid")
-    calibrated.fit(feature_frame(x, classes), y)
+    named = feature_frame(x, classes)
+    calibrated.fit(named, y)
     calibration = calibration_of(calibrated, classes, calibration_input(classifier))
-    power = fit_power(calibrated.predict_proba(feature_frame(x, classes)), y)
+    power = fit_power(calibrated.predict_proba(named), y)
     return calibrated, calibration.model_copy(update={"power": power})
 
 
@@ -588,8 +589,7 @@ def fit_power(proba: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> float
     rows = np.arange(len(y))
 
     def loss(log_k: float) -> float:
-        powered = proba ** np.exp(log_k)
-        picked = powered[rows, y] / powered.sum(axis=1)
+        picked = sharpen(proba, float(np.exp(log_k)))[rows, y]
         return float(-np.mean(np.log(np.clip(picked, 1e-15, 1.0))))
 
     found = minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded")

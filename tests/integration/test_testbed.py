@@ -369,11 +369,11 @@ def test_closing_prometheus_and_alertmanager_leaves_no_process_or_directory() ->
 
 
 PROMETHEUS_IN_CHILD = """
-import time
+import signal
 from testbed.prometheus import Prometheus
 p = Prometheus().start()
 print(p.pid, p.workdir, flush=True)
-time.sleep(600)
+signal.pause()  # until the test kills this process
 """
 
 

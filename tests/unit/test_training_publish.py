@@ -151,7 +151,7 @@ def test_a_manifest_that_does_not_match_the_files_is_refused(tmp_path: Path) -> 
 
 
 _KILLED_PUBLISHER = """
-import os, time
+import os, signal
 from datetime import UTC, datetime
 from pathlib import Path
 from service.artifact import Manifest
@@ -161,7 +161,7 @@ from training.publish import build_files_digest, publish_version
 real_rename = os.rename
 def stall(src, dst):
     Path({marker!r}).write_text(str(src))
-    time.sleep(60)  # killed here: files written and fsynced, not yet renamed
+    signal.pause()  # killed here: files written and fsynced, not yet renamed
     real_rename(src, dst)
 os.rename = stall
 files = {{"model.txt": b"tree" * 1000, "calibration.json": b"{{}}"}}
