@@ -114,11 +114,15 @@ class Router:
         )
 
     def in_canary(self, user_id: str) -> bool:
+        if self.canary_threshold >= BUCKETS:  # every bucket: no need to hash
+            return True
         return self.canary_threshold > 0 and canary_bucket(self.salt, user_id) < (
             self.canary_threshold
         )
 
     def shadowed(self, transaction_id: str) -> bool:
+        if self.shadow_threshold >= BUCKETS:
+            return True
         return self.shadow_threshold > 0 and shadow_bucket(self.salt, transaction_id) < (
             self.shadow_threshold
         )

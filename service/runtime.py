@@ -78,6 +78,9 @@ class SuggestionService:
             shadow_cpu_share=settings.shadow_cpu_share,
             shadow_max_rows=settings.shadow_queue_rows,
             shadow_idle_priority=settings.shadow_idle_priority,
+            shadow_process=settings.shadow_process,
+            compile_cache=settings.effective_compile_cache(),
+            predict_threads=settings.predict_threads,
         )
         self.coalescer: Coalescer[ServingState] = Coalescer(
             self.suggest, max_rows=settings.inline_rows
@@ -195,4 +198,20 @@ class SuggestionService:
             "models_root": str(self.store.models_root),
             "config_source": self.source.status(),
             "report": self.reporter.status() if self.reporter is not None else None,
+            "shadow": self._shadow_status(),
+        }
+
+    def _shadow_status(self) -> dict[str, Any]:
+        queue = self.suggester.shadow
+        process = queue.process
+        return {
+            "evaluated_in": "process" if process is not None else "thread",
+            "scheduling": process.scheduling if process is not None else queue.scheduling,
+            "pid": process.pid if process is not None else None,
+            "process_starts": process.starts if process is not None else 0,
+            "process_lost": process.lost if process is not None else 0,
+            "process_scorers": dict(process.scorers) if process is not None else {},
+            "compared_rows": queue.compared_rows,
+            "shed_rows": queue.shed_rows,
+            "pending_rows": queue.pending_rows,
         }

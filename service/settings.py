@@ -31,6 +31,9 @@ MODELROLLOUT_SHADOW_IDLE_PRIORITY the shadow's worker runs at the idle schedulin
                                  (SCHED_IDLE, else nice 19): it gets a core only when
                                  serving does not want one (default true)
 MODELROLLOUT_SHADOW_QUEUE_ROWS   shadow rows that may wait for the worker (default 4096)
+MODELROLLOUT_SHADOW_PROCESS      evaluate the shadow's model in a child process (default
+                                 true; service/shadow_process.py); false: on the worker
+                                 thread of the serving process
 MODELROLLOUT_REPORT              write the pod report Lease in cluster mode (default true)
 MODELROLLOUT_FAULTS              rollback drills: per model version, CPU burned in its
                                  scoring calls (``burn``, ``fraction``) and one category
@@ -156,6 +159,12 @@ class Settings(BaseSettings):
         default=True,
         description="run the shadow's worker thread at the idle scheduling class (Linux "
         "SCHED_IDLE, else nice 19): it gets a core only when serving does not want it",
+    )
+    shadow_process: bool = Field(
+        default=True,
+        description="evaluate the shadow's model in a child process of its own "
+        "(service/shadow_process.py) rather than on a thread of the serving process: "
+        "users' requests then share no GIL with the candidate",
     )
     shadow_queue_rows: int = Field(
         default=4096,

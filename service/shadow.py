@@ -45,18 +45,22 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from service.faults import Fault
 from service.features import FeatureBatch
 from service.metric_names import NO_VERSION, EvaluationPath, ShedReason, Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.rules import RuleEngine
+
+if TYPE_CHECKING:
+    from service.shadow_process import ShadowProcess
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,21 @@ def reference(baseline: str, served_top1: str, shadow_top1: str) -> str:
     ('Dining', 'Dining')
     """
     return shadow_top1 if baseline == Source.CANDIDATE.value else served_top1
+
+
+def checked_proba(
+    model: LoadedModel, x: FeatureBatch, faults: Mapping[str, Fault] | None = None
+) -> npt.NDArray[np.float64]:
+    """``model``'s probabilities for ``x``, with the drill's fault of its version applied
+    (:mod:`service.faults`); raises when the model raised or answered nonsense (a wrong
+    shape, a value that is not finite)."""
+    proba = model.predict_proba(x)
+    fault = faults.get(model.version) if faults else None
+    if fault is not None:
+        proba = fault.score(proba, model.classes)
+    if proba.shape != (len(x), len(model.classes)) or not np.isfinite(proba).all():
+        raise ValueError(f"unusable probabilities of shape {proba.shape}")
+    return proba
 
 
 Evaluate = Callable[[Source, LoadedModel, FeatureBatch], npt.NDArray[np.float64] | None]
@@ -100,6 +119,49 @@ class ShadowRows:
 
     def __len__(self) -> int:
         return len(self.baselines)
+
+    @staticmethod
+    def merged(chunks: Sequence[ShadowRows]) -> list[ShadowRows]:
+        """``chunks`` of one model as few chunks as can be (one per run of chunks with the
+        same threshold): what is sent to the shadow's process, four arrays and a few lists
+        rather than as many of each as requests."""
+        out: list[ShadowRows] = []
+        start = 0
+        for end in range(1, len(chunks) + 1):
+            if end < len(chunks) and chunks[end].min_confidence == chunks[start].min_confidence:
+                continue
+            run = chunks[start:end]
+            start = end
+            if len(run) == 1:
+                out.append(run[0])
+                continue
+            first = run[0]
+            out.append(
+                ShadowRows(
+                    role=first.role,
+                    model=first.model,
+                    features=FeatureBatch.concat([c.features for c in run]),
+                    baselines=[v for c in run for v in c.baselines],
+                    baseline_versions=[v for c in run for v in c.baseline_versions],
+                    served_top1=[v for c in run for v in c.served_top1],
+                    rules_top1=[v for c in run for v in c.rules_top1],
+                    merchants=[v for c in run for v in c.merchants],
+                    memos=[v for c in run for v in c.memos],
+                    amounts=[v for c in run for v in c.amounts],
+                    min_confidence=first.min_confidence,
+                    mccs=[v for c in run for v in (c.mccs or [None] * len(c))]
+                    if any(c.mccs for c in run)
+                    else (),
+                )
+            )
+        return out
+
+    def payload(self) -> dict[str, Any]:
+        """Every field but ``role`` and ``model``: what the shadow's process is sent."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_SENT}
+
+
+_NOT_SENT: Final = frozenset({"role", "model"})
 
 
 DEFAULT_CPU_SHARE: Final = 0.25
@@ -147,6 +209,7 @@ class ShadowQueue:
         max_rows: int = DEFAULT_MAX_ROWS,
         max_wait: float = DEFAULT_MAX_WAIT,
         idle_priority: bool = True,
+        process: ShadowProcess | None = None,
     ) -> None:
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
@@ -164,6 +227,10 @@ class ShadowQueue:
         self.scheduling = "not started"
         """How the worker thread is scheduled (``idle``, ``nice 19`` or ``normal``)."""
         self._evaluate = evaluate
+        self.process = process
+        """Where the models run: None, on the worker thread; else a child process
+        (:mod:`service.shadow_process`) that the worker thread hands each group to."""
+        self._child_cpu = 0.0  # the child's CPU seconds for the group just flushed
         self._rules = rules
         self._metrics = metrics
         self._cond = threading.Condition()
@@ -185,6 +252,11 @@ class ShadowQueue:
     @property
     def pending_rows(self) -> int:
         return self._rows
+
+    @property
+    def busy(self) -> bool:
+        """The worker holds a group it has not finished (evaluating, or in the child)."""
+        return self._busy
 
     def add(self, rows: ShadowRows) -> bool:
         """Queue ``rows`` for the worker, or shed them (counted) when they do not fit or the
@@ -236,18 +308,22 @@ class ShadowQueue:
             self._stopped = True
             self._cond.notify_all()
             thread = self._thread
+        if self.process is not None:  # a group it evaluates is lost, and the worker freed
+            self.process.stop()
         if thread is not None:
             thread.join(timeout)
         with self._cond:
             left = list(self._pending)
             self._pending.clear()
             self._rows = 0
-            self.shed_rows += sum(len(c) for c in left)
             self._cond.notify_all()
         for chunk in left:
-            self._metrics.shadow_shed.labels(ShedReason.STOPPED.value, chunk.model.version).inc(
-                len(chunk)
-            )
+            self._shed(ShedReason.STOPPED, chunk)
+
+    def _shed(self, reason: ShedReason, chunk: ShadowRows) -> None:
+        with self._cond:
+            self.shed_rows += len(chunk)
+        self._metrics.shadow_shed.labels(reason.value, chunk.model.version).inc(len(chunk))
 
     def _take(self) -> list[ShadowRows] | None:
         """The next group (whole chunks, up to :data:`GROUP_ROWS` rows), once there is one to
@@ -283,11 +359,12 @@ class ShadowQueue:
             if group is None:
                 return
             started = time.thread_time()
+            self._child_cpu = 0.0
             compared = 0
             try:
                 compared = self._flush(group)
             finally:
-                cost = time.thread_time() - started
+                cost = time.thread_time() - started + self._child_cpu
                 with self._cond:
                     self._busy = False
                     self.compared_rows += compared
@@ -307,6 +384,8 @@ class ShadowQueue:
         groups: dict[tuple[Source, int], list[ShadowRows]] = {}
         for chunk in pending:
             groups.setdefault((chunk.role, id(chunk.model)), []).append(chunk)
+        if self.process is not None:
+            return self._flush_in_process(self.process, list(groups.values()))
         compared = 0
         for (role, _), chunks in groups.items():
             try:
@@ -316,6 +395,46 @@ class ShadowQueue:
                 log.exception("shadow comparison failed; %d rows of %s dropped", rows, role.value)
         return compared
 
+    def _flush_in_process(self, process: ShadowProcess, groups: list[list[ShadowRows]]) -> int:
+        """Have the child evaluate and compare ``groups``, and count what it found here."""
+        from service.shadow_process import ShadowProcessLostError, Work  # noqa: PLC0415 - a cycle
+
+        works = [Work.of(chunks) for chunks in groups]
+        self.evaluations += len(works)
+        m = self._metrics
+        wall = time.perf_counter()
+        try:
+            outcomes, self._child_cpu = process.run(works)
+        except ShadowProcessLostError as exc:
+            if self._stopped:  # killed by stop(): its rows are shed like those still queued
+                for chunks in groups:
+                    for chunk in chunks:
+                        self._shed(ShedReason.STOPPED, chunk)
+                return 0
+            # The child's CPU is unknown: charge the wall time, so a child that keeps
+            # dying is restarted no faster than the budget allows.
+            self._child_cpu = time.perf_counter() - wall
+            for work in works:
+                m.model_errors.labels(work.role, work.version).inc()
+            rows = sum(len(chunk) for chunks in groups for chunk in chunks)
+            log.error("%s; %d shadow rows of %s dropped", exc, rows,
+                      sorted({w.version for w in works}))  # fmt: skip
+            return 0
+        compared = 0
+        for work, outcome in zip(works, outcomes, strict=True):
+            m.inference_seconds.labels(
+                work.role, work.version, EvaluationPath.SHADOW.value
+            ).observe(outcome.seconds)
+            if outcome.model_error is not None:
+                m.model_errors.labels(work.role, work.version).inc()
+                log.warning("shadow model %s raised: %s", work.version, outcome.model_error)
+            elif outcome.compare_error is not None or outcome.compared is None:
+                log.error("shadow comparison of %s failed: %s", work.version, outcome.compare_error)
+            else:
+                self._count(outcome.compared)
+                compared += outcome.compared.compared
+        return compared
+
     def _compare(self, role: Source, chunks: list[ShadowRows]) -> int:
         model = chunks[0].model
         x = FeatureBatch.concat([c.features for c in chunks])
@@ -323,44 +442,70 @@ class ShadowQueue:
         proba = self._evaluate(role, model, x)
         if proba is None:
             return 0
-        best_index = proba.argmax(axis=1)
-        best_p = proba[np.arange(len(best_index)), best_index].tolist()
-        best = best_index.tolist()
-        classes = model.classes
-        version = model.version
-        comparisons: Counter[tuple[str, str, str, str]] = Counter()
-        rules_seconds = 0.0
-        i = 0
-        for chunk in chunks:
-            for j in range(len(chunk)):
-                if best_p[i] >= chunk.min_confidence:
-                    shadow_top1 = classes[best[i]]
-                else:  # not confident: the user would have seen the rules' answer
-                    known = chunk.rules_top1[j]
-                    if known is None:
-                        started = time.perf_counter()
-                        known = self._rules.suggest(
-                            chunk.merchants[j],
-                            chunk.memos[j],
-                            float(chunk.amounts[j]),
-                            1,
-                            chunk.mccs[j] if chunk.mccs else None,
-                        ).top
-                        rules_seconds += time.perf_counter() - started
-                    shadow_top1 = known
-                top1 = chunk.served_top1[j]
-                agree = "true" if shadow_top1 == top1 else "false"
-                baseline = chunk.baselines[j]
-                category = reference(baseline, top1, shadow_top1)
-                comparisons[(baseline, chunk.baseline_versions[j], category, agree)] += 1
-                i += 1
+        found = compare_rows(chunks, model, proba, self._rules)
+        self._count(found)
+        return found.compared
+
+    def _count(self, found: Compared) -> None:
         m = self._metrics
-        if rules_seconds:
+        if found.rules_seconds:
             m.inference_seconds.labels(
                 Source.RULES.value, NO_VERSION, EvaluationPath.SHADOW.value
-            ).observe(rules_seconds)
-        for (baseline, baseline_version, category, agree), count in comparisons.items():
-            m.shadow_comparisons.labels(baseline, baseline_version, version, category, agree).inc(
-                count
-            )
-        return i
+            ).observe(found.rules_seconds)
+        for labels, count in found.comparisons.items():
+            m.shadow_comparisons.labels(*labels).inc(count)
+
+
+@dataclass(slots=True)
+class Compared:
+    """What comparing one group's rows found: counts keyed by the labels of
+    ``modelrollout_shadow_comparisons_total`` (baseline, baseline version, shadow version,
+    category, agree), and the time the rules took for rows the shadow was not sure of."""
+
+    compared: int = 0
+    comparisons: Counter[tuple[str, str, str, str, str]] = field(default_factory=Counter)
+    rules_seconds: float = 0.0
+
+
+def compare_rows(
+    chunks: Sequence[ShadowRows],
+    model: LoadedModel,
+    proba: npt.NDArray[np.float64],
+    rules: RuleEngine,
+) -> Compared:
+    """Compare the shadow's answers (``proba``, one row per row of ``chunks``, in order) with
+    what was served; counts nothing (the caller does, on the worker thread or in the
+    parent of the shadow's process)."""
+    best_index = proba.argmax(axis=1)
+    best_p = proba[np.arange(len(best_index)), best_index].tolist()
+    best = best_index.tolist()
+    classes = model.classes
+    version = model.version
+    found = Compared()
+    comparisons = found.comparisons
+    i = 0
+    for chunk in chunks:
+        for j in range(len(chunk)):
+            if best_p[i] >= chunk.min_confidence:
+                shadow_top1 = classes[best[i]]
+            else:  # not confident: the user would have seen the rules' answer
+                known = chunk.rules_top1[j]
+                if known is None:
+                    started = time.perf_counter()
+                    known = rules.suggest(
+                        chunk.merchants[j],
+                        chunk.memos[j],
+                        float(chunk.amounts[j]),
+                        1,
+                        chunk.mccs[j] if chunk.mccs else None,
+                    ).top
+                    found.rules_seconds += time.perf_counter() - started
+                shadow_top1 = known
+            top1 = chunk.served_top1[j]
+            agree = "true" if shadow_top1 == top1 else "false"
+            baseline = chunk.baselines[j]
+            category = reference(baseline, top1, shadow_top1)
+            comparisons[(baseline, chunk.baseline_versions[j], version, category, agree)] += 1
+            i += 1
+    found.compared = i
+    return found

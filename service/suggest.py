@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,15 @@ from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 from service.routing import Route
 from service.rules import RuleEngine, RulesAnswer
-from service.shadow import DEFAULT_CPU_SHARE, DEFAULT_MAX_ROWS, ShadowQueue, ShadowRows, reference
+from service.shadow import (
+    DEFAULT_CPU_SHARE,
+    DEFAULT_MAX_ROWS,
+    ShadowQueue,
+    ShadowRows,
+    checked_proba,
+    reference,
+)
+from service.shadow_process import EvaluatorSpec, ShadowProcess
 from service.state import MODEL_ROLES, ServingState
 
 Answer = dict[str, Any]
@@ -86,6 +95,9 @@ class Suggester:
         shadow_cpu_share: float = DEFAULT_CPU_SHARE,
         shadow_max_rows: int = DEFAULT_MAX_ROWS,
         shadow_idle_priority: bool = True,
+        shadow_process: bool = False,
+        compile_cache: Path | None = None,
+        predict_threads: int = 1,
     ) -> None:
         self.rules = rules
         self.metrics = metrics
@@ -100,6 +112,17 @@ class Suggester:
             cpu_share=shadow_cpu_share,
             max_rows=shadow_max_rows,
             idle_priority=shadow_idle_priority,
+            process=ShadowProcess(
+                EvaluatorSpec(
+                    rules=rules,
+                    faults=self.faults,
+                    compile_cache=compile_cache,
+                    num_threads=predict_threads,
+                    idle_priority=shadow_idle_priority,
+                )
+            )
+            if shadow_process
+            else None,
         )
 
     def suggest(self, state: ServingState, batch: Batch) -> list[Answer]:
@@ -223,7 +246,9 @@ class Suggester:
                 ShadowRows(
                     role=role,
                     model=state.models[role],
-                    features=features.take([found.feature_row[r] for r in rows]),
+                    features=features
+                    if rows == found.needed
+                    else features.take([found.feature_row[r] for r in rows]),
                     baselines=[item[1] for item in items],
                     baseline_versions=[item[2] for item in items],
                     served_top1=[item[3] for item in items],
@@ -249,12 +274,7 @@ class Suggester:
         (``served``: some of the rows are answered with it; ``shadow``: none are)."""
         started = time.perf_counter()
         try:
-            proba = model.predict_proba(x)
-            fault = self.faults.get(model.version) if self.faults else None
-            if fault is not None:
-                proba = fault.score(proba, model.classes)
-            if proba.shape != (len(x), len(model.classes)) or not np.isfinite(proba).all():
-                raise ValueError(f"unusable probabilities of shape {proba.shape}")
+            proba = checked_proba(model, x, self.faults)
         except Exception:
             self.metrics.model_errors.labels(role.value, model.version).inc()
             return None
@@ -292,6 +312,7 @@ class Suggester:
             needed = featurised[0]
         features = _features(batch, needed)
         out.features = features
+        out.needed = needed
         out.feature_row = {row: i for i, row in enumerate(needed)}
         for role in MODEL_ROLES:
             rows = rows_of.get(role)
@@ -319,6 +340,7 @@ class _Runs:
     deferred: set[Source] = field(default_factory=set)  # shadow roles left to the queue
     features: FeatureBatch | None = None
     feature_row: dict[int, int] = field(default_factory=dict)  # batch row -> features row
+    needed: Sequence[int] = ()  # the batch rows featurised, in features' order
 
 
 def _features(batch: Batch, rows: Sequence[int]) -> FeatureBatch:

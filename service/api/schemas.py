@@ -199,6 +199,21 @@ class ServingDescription(BaseModel):
     models_root: str
     config_source: dict[str, Any]
     report: dict[str, Any] | None
+    shadow: ShadowStatus
+
+
+class ShadowStatus(BaseModel):
+    evaluated_in: str = Field(description="process (the default) or thread")
+    scheduling: str = Field(description="idle, nice 19, normal, or not started")
+    pid: int | None = Field(description="the shadow's process, once started")
+    process_starts: int
+    process_lost: int = Field(description="shadow processes that died (each a model error)")
+    process_scorers: dict[str, str] = Field(
+        description="version -> what scores it in the shadow's process: lightgbm or compiled"
+    )
+    compared_rows: int
+    shed_rows: int
+    pending_rows: int
 
 
 class Probe(BaseModel):

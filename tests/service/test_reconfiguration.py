@@ -170,7 +170,8 @@ def test_a_model_error_falls_back_to_rules_and_is_counted(
     served = serve(
         ServingConfig(
             generation=1, stable=STABLE_VERSION, candidate=CANDIDATE_VERSION, shadow_percent=100
-        )
+        ),
+        shadow_process=False,  # the patched method is this process's
     )
 
     def broken(self: LoadedModel, features: np.ndarray) -> np.ndarray:

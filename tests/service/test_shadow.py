@@ -105,7 +105,7 @@ def test_the_oldest_row_waits_at_most_max_wait(serve: ServeFactory) -> None:
 def test_a_large_batch_is_answered_before_its_shadow_is_evaluated(
     serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served = serve(FULL_SHADOW, shadow_batch_rows=4, coalesce=False)
+    served = serve(FULL_SHADOW, shadow_batch_rows=4, coalesce=False, shadow_process=False)
     gate = Gate(monkeypatch)
     answers = served.suggest(*varied(100))["suggestions"]  # on a worker thread: > inline_rows
     assert {a["served_by"] for a in answers} <= {"stable", "rules"}
@@ -147,7 +147,13 @@ def test_a_candidate_that_never_finishes_slows_no_answer_and_its_shed_rows_are_c
     comes back, from stable, while the candidate is stuck (so none waited for it); what
     the queue could not hold is shed and counted; after the candidate finishes, every row
     is either compared or shed, never both, never lost."""
-    served = serve(FULL_SHADOW, shadow_batch_rows=8, shadow_queue_rows=40, coalesce=False)
+    served = serve(
+        FULL_SHADOW,
+        shadow_batch_rows=8,
+        shadow_queue_rows=40,
+        coalesce=False,
+        shadow_process=False,  # the Gate patches this process's models
+    )
     queue = served.service.suggester.shadow
     gate = Gate(monkeypatch)
     try:
@@ -237,7 +243,7 @@ def test_grouped_comparisons_equal_comparisons_made_one_request_at_a_time(
 def test_a_shadow_that_raises_later_is_counted_and_answers_nothing(
     serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served = serve(FULL_SHADOW, shadow_batch_rows=32, coalesce=False)
+    served = serve(FULL_SHADOW, shadow_batch_rows=32, coalesce=False, shadow_process=False)
     served.suggest(transaction("a"))
     original = LoadedModel.predict_proba
 
