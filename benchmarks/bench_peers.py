@@ -169,10 +169,12 @@ def feature_row(models: Path, version: str) -> list[float]:
 
 
 def tree_pids(pid: int) -> list[int]:
-    """``pid`` and its descendants."""
+    """``pid`` and its descendants (children of any of its threads: the shadow's process
+    is started by a worker thread)."""
     out = [pid]
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        out += tree_pids(int(child))
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out += tree_pids(int(child))
     return out
 
 
@@ -233,8 +235,8 @@ def main() -> int:
         action="append",
         default=None,
         metavar="NAME",
-        help="ours, ours+shadow, ours+shadow h11, mlserver, kserve (repeat; default all "
-        "but ours+shadow h11)",
+        help="ours, ours+shadow, ours+shadow thread, ours+shadow h11, mlserver, kserve "
+        "(repeat; default: ours, ours+shadow, mlserver, kserve)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -270,25 +272,31 @@ def main() -> int:
         targets: list[Target] = []
         with ExitStack() as stack:
             shadow = {"generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100}
-            for name, config, server_args in (
-                ("ours", {"generation": 1, "stable": "v1"}, []),
-                ("ours+shadow", shadow, []),
+            for name, config, server_args, extra in (
+                ("ours", {"generation": 1, "stable": "v1"}, [], {}),
+                ("ours+shadow", shadow, [], {}),
+                # the shadow on the serving process's worker thread, not in its own process
+                ("ours+shadow thread", shadow, [], {"MODELROLLOUT_SHADOW_PROCESS": "false"}),
                 # uvicorn's pure-Python parts, to show what uvloop and httptools bring
-                ("ours+shadow h11", shadow, ["--loop", "asyncio", "--http", "h11"]),
+                ("ours+shadow h11", shadow, ["--loop", "asyncio", "--http", "h11"], {}),
             ):
                 if name not in wanted:
                     continue
                 cfg = work / f"serving-{name.replace(' ', '-')}.json"
                 cfg.write_text(json.dumps(config))
                 port = free_port()
-                env = base_env | {
-                    "MODELROLLOUT_MODELS_ROOT": str(models),
-                    "MODELROLLOUT_CONFIG_FILE": str(cfg),
-                    "POD_NAME": "bench",
-                    "PYTHONPATH": str(ROOT),
-                    "MODELROLLOUT_COMPILE_MODELS": "1" if args.compile else "0",
-                    "MODELROLLOUT_COMPILE_CACHE": str(work / "compiled"),
-                }
+                env = (
+                    base_env
+                    | extra
+                    | {
+                        "MODELROLLOUT_MODELS_ROOT": str(models),
+                        "MODELROLLOUT_CONFIG_FILE": str(cfg),
+                        "POD_NAME": "bench",
+                        "PYTHONPATH": str(ROOT),
+                        "MODELROLLOUT_COMPILE_MODELS": "1" if args.compile else "0",
+                        "MODELROLLOUT_COMPILE_CACHE": str(work / "compiled"),
+                    }
+                )
                 url = f"http://127.0.0.1:{port}"
                 pid = stack.enter_context(
                     running(

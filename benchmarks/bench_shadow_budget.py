@@ -1,14 +1,18 @@
 """What a heavy candidate in 100% shadow does to the stable model's users (prints figures).
 
-Four suggestion processes run at once on loopback, one uvicorn worker each, all serving the
+Five suggestion processes run at once on loopback, one uvicorn worker each, all serving the
 stable model ``v1`` (default training parameters):
 
 - ``no shadow``: stable only;
 - ``like-sized shadow``: ``v2`` (trained like ``v1``) in the shadow of 100% of requests;
 - ``heavy shadow``: ``v3``, ten times ``v1``'s trees (no early stopping), in 100% shadow,
-  with the default shadow budget (``MODELROLLOUT_SHADOW_CPU_SHARE=0.25``);
-- ``heavy shadow, no CPU bound``: the same with ``MODELROLLOUT_SHADOW_CPU_SHARE=1``
-  (the worker may use a whole core; the queue bound still sheds).
+  with the defaults: evaluated in the shadow's own process at idle priority
+  (``service/shadow_process.py``) within the shadow budget
+  (``MODELROLLOUT_SHADOW_CPU_SHARE=0.25``);
+- ``heavy shadow, on a thread``: the same evaluated on the serving process's worker thread
+  (``MODELROLLOUT_SHADOW_PROCESS=false``), sharing the GIL with the event loop;
+- ``heavy shadow, no CPU bound``: the default with ``MODELROLLOUT_SHADOW_CPU_SHARE=1``
+  (the shadow may use a whole core; the queue bound still sheds).
 
 Moderate load: 8 connections pausing at random (exponential pauses) so that together they
 ask for about half of what ``no shadow`` answers at concurrency 8, the same offered load
@@ -16,7 +20,8 @@ for every process. Each round measures every process in turn; per run the server
 (``modelrollout_suggestion_request_seconds``, interpolated as ``histogram_quantile``
 does), the client's p99, the shadow rows compared and shed, and the share of CPU the
 hypervisor stole. The ratio of each process's p99 to ``no shadow``'s in the same round is
-printed per round: the machine is shared.
+printed per round (the machine is shared), and, last, the p99 of all of a process's
+requests over every round pooled (the histogram's counts summed), the steadiest figure.
 
     .venv/bin/python benchmarks/bench_shadow_budget.py [--seconds 10] [--rounds 3]
 """
@@ -109,9 +114,9 @@ def main() -> int:
             "no shadow": (stable, {}),
             "like-sized shadow": (stable | {"candidate": "v2", "shadow_percent": 100}, {}),
             "heavy shadow": (stable | {"candidate": "v3", "shadow_percent": 100}, {}),
-            "heavy shadow, normal priority": (
+            "heavy shadow, on a thread": (
                 stable | {"candidate": "v3", "shadow_percent": 100},
-                {"MODELROLLOUT_SHADOW_IDLE_PRIORITY": "false"},
+                {"MODELROLLOUT_SHADOW_PROCESS": "false"},
             ),
             "heavy shadow, no CPU bound": (
                 stable | {"candidate": "v3", "shadow_percent": 100},
@@ -160,6 +165,8 @@ def main() -> int:
                 flush=True,
             )
             rows: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
+            first: dict[str, dict[float, float]] = {}  # each histogram before its first run
+            last: dict[str, dict[float, float]] = {}  # and after its last
             for _ in range(args.rounds):
                 for name, url in urls.items():
                     before = httpx.get(f"{url}/metrics").text
@@ -169,6 +176,8 @@ def main() -> int:
                     time.sleep(0.3)  # the shadow's last group
                     after = httpx.get(f"{url}/metrics").text
                     p99, within = server_p99(request_buckets(before), request_buckets(after))
+                    first.setdefault(name, request_buckets(before))
+                    last[name] = request_buckets(after)
                     shed_b = counted(before, "modelrollout_shadow_shed_total")
                     shed_a = counted(after, "modelrollout_shadow_shed_total")
                     cmp_b = counted(before, "modelrollout_shadow_comparisons_total")
@@ -209,6 +218,13 @@ def main() -> int:
                 f"{name:<28} server p99 median {statistics.median(p99s):.2f} ms; vs no shadow "
                 f"in the same round: median {statistics.median(ratios):.2f}x "
                 f"({', '.join(f'{x:.2f}x' for x in ratios)})"
+            )
+        print()
+        pooled = {name: server_p99(first[name], last[name])[0] for name in rows}
+        for name, p99 in pooled.items():
+            print(
+                f"{name:<28} server p99 of all its rounds' requests pooled {p99:.2f} ms: "
+                f"{p99 / pooled['no shadow']:.2f}x no shadow's"
             )
         print(f"\n(wrk -t1, {args.seconds:.0f} s per run, loopback, LightGBM's predictor)")
         return 0
