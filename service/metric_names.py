@@ -23,7 +23,7 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
   judges a candidate's latency relative to stable's on the ``served`` path only).
   One evaluation is that of one request (or of the small requests
   answered together, :mod:`service.coalesce`; a shadow model's rows of small requests are
-  evaluated in groups on a worker thread, :mod:`service.shadow`)
+  evaluated in groups off the request path, :mod:`service.shadow`)
 - ``modelrollout_suggestion_request_seconds`` (histogram; no labels): server-side time of
   an answered ``POST /v1/suggestions`` (status 200), from the app receiving the request
   to its answer handed to the server (:mod:`service.api.suggestions`)

@@ -1,20 +1,22 @@
-"""Shadow comparisons evaluated off the request path, on a worker thread, within a budget.
+"""Shadow comparisons evaluated off the request path, within a budget.
 
 A shadow answer is never returned, only compared with the served one, so no request waits
 for it: the suggester hands the rows a shadow must see to a :class:`ShadowQueue` (their
 features, already computed for serving, and what was served) and answers at once. One
-worker thread evaluates them in groups (a group once ``batch_rows`` rows wait, or the
-oldest has waited ``max_wait`` seconds) and counts the comparisons. LightGBM's predictor
-and the compiled trees run in native code without the GIL, so the candidate's trees use
-the other core while the event loop goes on; what holds the GIL (joining rows, picking the
-top-1, counting) is a few microseconds a row.
+worker thread takes them in groups (a group once ``batch_rows`` rows wait, or the oldest
+has waited ``max_wait`` seconds) and counts the comparisons. By default
+(``MODELROLLOUT_SHADOW_PROCESS``) it hands each group to the shadow's own process
+(:mod:`service.shadow_process`) and waits without the GIL, so the candidate shares no
+interpreter lock with the event loop. Without it, the worker evaluates the group itself:
+LightGBM's predictor and the compiled trees run without the GIL, but joining rows, the
+text stage, calibration and comparing hold it.
 
 The budget (what keeps a heavy or slow candidate from slowing users):
 
 - **CPU share**: after each group the worker pauses for ``cost * (1 / cpu_share - 1)``,
   where ``cost`` is the CPU time the group took on the worker's thread
-  (``time.thread_time``), so over any stretch of work it uses at most ``cpu_share`` of one
-  core (default 0.25).
+  (``time.thread_time``) plus, with a process, the child's CPU time for it, so over any
+  stretch of work it uses at most ``cpu_share`` of one core (default 0.25).
 - **Queue**: at most ``max_rows`` rows wait. An offer that does not fit is shed, never
   queued and never evaluated, and counted in ``modelrollout_shadow_shed_total{reason}``:
   ``cpu_budget`` when the worker is pausing for its budget (the candidate costs more than

@@ -3,8 +3,9 @@
 For each transaction the :class:`~service.routing.Router` of the current state says who
 serves and which model runs in its shadow. Each model is then evaluated once for all rows
 that need it (served or shadowed), rules only for the rows that need them; a shadow model
-that serves none of the rows is evaluated later instead, off the request path, on the
-shadow's worker thread within its budget (:mod:`service.shadow`). Then, per row:
+that serves none of the rows is evaluated later instead, off the request path, by the
+shadow's worker within its budget (:mod:`service.shadow`; in a process of its own by
+default, :mod:`service.shadow_process`). Then, per row:
 
 - a model that raised serves nobody: its rows are answered by rules (fallback
   ``model_error``, and ``modelrollout_model_errors_total``);
