@@ -43,6 +43,7 @@ RELEASE = "mr"
 TARGET = f"{RELEASE}-modelrollout-suggest"
 TAG = "e2e"
 ROLLOUT = "suggest"
+SUGGEST_PORT = 8080  # the chart's suggest.port
 BUDGET = float(os.environ.get("MODELROLLOUT_E2E_BUDGET_SECONDS", "3000"))
 _deadline: list[float] = []  # set when the cluster fixture starts
 
@@ -318,6 +319,27 @@ def test_a_second_model_is_promoted_under_in_cluster_load(story: dict[str, str])
     # The analysis read Prometheus, which scraped both suggestion pods.
     assert st["lastAnalysis"]["outcome"] == "Pass"
     assert st["lastAnalysis"]["figures"]["agreement"] >= 0.5
+    # Each pod's shadow ran in a process of its own, in a lower scheduling class, and none
+    # of those processes died (service/shadow_process.py).
+    for pod in pods("suggest"):
+        shadow = shadow_status(pod["metadata"]["name"])
+        assert shadow["evaluated_in"] == "process", shadow
+        assert shadow["scheduling"] in {"idle", "nice 19"}, shadow
+        assert shadow["process_starts"] >= 1, shadow
+        assert shadow["process_lost"] == 0, shadow
+        assert shadow["compared_rows"] > 0, shadow
+        print(f"\n[e2e] {pod['metadata']['name']} shadow: {shadow}")
+
+
+def shadow_status(pod: str) -> dict[str, Any]:
+    """What ``GET /v1/models`` of one suggestion pod says of its shadow."""
+    out = kubectl(
+        "-n", NS, "exec", pod, "--", "python", "-c",
+        "import json, urllib.request; print(json.dumps(json.load(urllib.request.urlopen("
+        f"'http://127.0.0.1:{SUGGEST_PORT}/v1/models'))['shadow']))",
+    )  # fmt: skip
+    shown: dict[str, Any] = json.loads(out)
+    return shown
 
 
 def test_a_bad_model_is_rolled_back_on_its_analysis(story: dict[str, str]) -> None:
