@@ -45,7 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from bench_service import ONE_TXN_LUA, free_port, rss_mib, train, wait_compiled, wrk
+from bench_service import (
+    ONE_TXN_LUA,
+    free_port,
+    rss_mib,
+    train,
+    tree_pids,
+    wait_compiled,
+    wrk,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -166,16 +174,6 @@ def feature_row(models: Path, version: str) -> list[float]:
     n = lightgbm.Booster(model_file=str(models / version / "model.txt")).num_feature()
     assert len(row) == n, (len(row), n)
     return row
-
-
-def tree_pids(pid: int) -> list[int]:
-    """``pid`` and its descendants (children of any of its threads: the shadow's process
-    is started by a worker thread)."""
-    out = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            out += tree_pids(int(child))
-    return out
 
 
 @contextmanager

@@ -251,6 +251,16 @@ def steal_share(since: tuple[int, int] | None = None) -> Any:
     return (now[0] - since[0]) / total if total else 0.0
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (children of any of its threads: the shadow's process
+    is started by a worker thread)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out += tree_pids(int(child))
+    return out
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -402,7 +412,7 @@ def main() -> int:
         results: dict[str, dict[str, float]] = {}
         coalesced: dict[str, float] = {}
         moderate: dict[str, list[tuple[float, float, float, dict[str, float], float]]] = {}
-        rss: tuple[float, int] = (float("nan"), 0)
+        rss: tuple[float, int, int] = (float("nan"), 0, 0)
         metrics = ""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -474,7 +484,8 @@ def main() -> int:
                             url, batch_lua, connections=2, seconds=seconds
                         )
                     if name == "model+shadow":
-                        rss = (rss_mib(pid), len(loaded))
+                        tree = tree_pids(pid)
+                        rss = (sum(rss_mib(p) for p in tree), len(loaded), len(tree))
                         metrics = httpx.get(f"{url}/metrics").text
                     ratios[name] = (
                         statistics.median(round_ratios),
@@ -520,7 +531,10 @@ def main() -> int:
             print(f"{name:<13} batches of 1,000: {tx_per_s:,.0f} transactions/s")
         for name, per_call in coalesced.items():
             print(f"{name:<13} transactions per evaluation of the stable model: {per_call:.2f}")
-        print(f"RSS of one service process with {rss[1]} models loaded: {rss[0]:.0f} MiB")
+        print(
+            f"RSS of one service with {rss[1]} models loaded: {rss[0]:.0f} MiB "
+            f"({rss[2]} processes: the server and the shadow's)"
+        )
         for line in metrics.splitlines():
             if line.startswith(
                 ("modelrollout_inference_seconds_count", "modelrollout_inference_seconds_sum")
