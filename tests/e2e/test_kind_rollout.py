@@ -319,16 +319,20 @@ def test_a_second_model_is_promoted_under_in_cluster_load(story: dict[str, str])
     # The analysis read Prometheus, which scraped both suggestion pods.
     assert st["lastAnalysis"]["outcome"] == "Pass"
     assert st["lastAnalysis"]["figures"]["agreement"] >= 0.5
-    # Each pod's shadow ran in a process of its own, in a lower scheduling class, and none
-    # of those processes died (service/shadow_process.py).
-    for pod in pods("suggest"):
-        shadow = shadow_status(pod["metadata"]["name"])
+    # The shadow ran in a process of its own, in a lower scheduling class, and no such
+    # process died (service/shadow_process.py). The load holds one keep-alive connection,
+    # so one pod may have had all of it: a pod whose shadow never had rows has no process.
+    shown = {p["metadata"]["name"]: shadow_status(p["metadata"]["name"]) for p in pods("suggest")}
+    print(f"\n[e2e] the suggestion pods' shadow: {shown}")
+    for shadow in shown.values():
         assert shadow["evaluated_in"] == "process", shadow
-        assert shadow["scheduling"] in {"idle", "nice 19"}, shadow
-        assert shadow["process_starts"] >= 1, shadow
         assert shadow["process_lost"] == 0, shadow
+    active = [s for s in shown.values() if s["compared_rows"] + s["shed_rows"]]
+    assert active, shown
+    for shadow in active:
+        assert shadow["scheduling"] in {"idle", "nice 19"}, shadow
+        assert shadow["process_starts"] == 1, shadow
         assert shadow["compared_rows"] > 0, shadow
-        print(f"\n[e2e] {pod['metadata']['name']} shadow: {shadow}")
 
 
 def shadow_status(pod: str) -> dict[str, Any]:
