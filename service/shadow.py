@@ -49,6 +49,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from itertools import groupby
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -128,12 +129,8 @@ class ShadowRows:
         same threshold): what is sent to the shadow's process, four arrays and a few lists
         rather than as many of each as requests."""
         out: list[ShadowRows] = []
-        start = 0
-        for end in range(1, len(chunks) + 1):
-            if end < len(chunks) and chunks[end].min_confidence == chunks[start].min_confidence:
-                continue
-            run = chunks[start:end]
-            start = end
+        for _, group in groupby(chunks, key=lambda c: c.min_confidence):
+            run = list(group)
             if len(run) == 1:
                 out.append(run[0])
                 continue
@@ -282,8 +279,7 @@ class ShadowQueue:
                 elif self._rows >= self.batch_rows or len(self._pending) == 1:
                     self._cond.notify_all()
                 return True
-            self.shed_rows += n
-        self._metrics.shadow_shed.labels(reason.value, rows.model.version).inc(n)
+        self._shed(reason, rows)
         return False
 
     def drain(self, timeout: float = 30.0) -> bool:
