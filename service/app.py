@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from service.api import feedback, probes, prometheus, serving, suggestions
 from service.api.errors import BodySizeLimit, install_error_handlers
@@ -38,15 +39,20 @@ def create_app(
             gc.unfreeze()
             service.stop()
 
+    otel = service.settings.opentelemetry
     app = FastAPI(
         title="modelrollout suggestion service",
         version=API_VERSION,
         summary="Categories for bank and card transactions, from rules and LightGBM models "
         "rolled out by canary and shadow.",
         lifespan=lifespan,
+        # Off by default: FastAPI otherwise asks OpenTelemetry for its providers on every
+        # request (~13 us here, measured in-process); MODELROLLOUT_OPENTELEMETRY turns it on.
+        telemetry=TelemetryConfig(tracing=otel, metrics=otel, logs=otel),
     )
     app.state.service = service
-    for module in (suggestions, feedback, serving, probes, prometheus):
+    suggestions.add_route(app.router)  # the busiest route: on the app's router itself
+    for module in (feedback, serving, probes, prometheus):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)  # added last: outermost, so bodies are bounded first

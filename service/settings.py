@@ -35,6 +35,10 @@ MODELROLLOUT_SHADOW_PROCESS      evaluate the shadow's model in a child process 
                                  true; service/shadow_process.py); false: on the worker
                                  thread of the serving process
 MODELROLLOUT_REPORT              write the pod report Lease in cluster mode (default true)
+MODELROLLOUT_OPENTELEMETRY       FastAPI's native OpenTelemetry spans, metrics and logs of
+                                 requests, to the providers the process configures (default
+                                 false: Prometheus ``/metrics`` is the service's telemetry,
+                                 and FastAPI checks for providers on every request)
 MODELROLLOUT_FAULTS              rollback drills: per model version, CPU burned in its
                                  scoring calls (``burn``, ``fraction``) and one category
                                  answered as another (``relabel``); JSON, service/faults.py
@@ -172,6 +176,11 @@ class Settings(BaseSettings):
         description="shadow rows that may wait for the worker; more are shed and counted",
     )
     report: bool = True
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry instrumentation of requests (spans, "
+        "metrics, logs to the configured providers); off, FastAPI skips its per-request check",
+    )
     file_poll_seconds: float = Field(default=0.25, gt=0)
     load_retry_seconds: float = Field(default=30.0, gt=0)
     compile_models: bool = Field(

@@ -13,6 +13,7 @@ from typing import Any
 import fastapi.routing
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
+from opentelemetry import trace
 from starlette.types import Message
 
 from service import metric_names as names
@@ -278,3 +279,34 @@ def test_a_client_that_leaves_mid_body_is_not_answered_and_nothing_is_counted(
     drive(served.client.app, [valid_body()[:20]], disconnect=True)
     assert served.metric(names.PREDICTIONS_TOTAL, **labels) == before
     assert served.metric(names.SUGGESTION_REQUEST_SECONDS + "_count") == 1
+
+
+class _RecordingTracerProvider(trace.TracerProvider):
+    """An OpenTelemetry tracer provider that records the names of the spans started."""
+
+    def __init__(self) -> None:
+        self.spans: list[str] = []
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        spans = self.spans
+
+        class Recording(trace.NoOpTracer):
+            def start_span(self, name: str, *a: Any, **k: Any) -> trace.Span:
+                spans.append(name)
+                return super().start_span(name, *a, **k)
+
+        return Recording()
+
+
+@pytest.mark.parametrize("enabled", [False, True], ids=["default", "MODELROLLOUT_OPENTELEMETRY"])
+def test_fastapis_opentelemetry_traces_requests_only_when_turned_on(
+    served: Served, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    provider = _RecordingTracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    settings = served.service.settings.model_copy(update={"opentelemetry": enabled})
+    monkeypatch.setattr(served.service, "settings", settings)
+    client = TestClient(create_app(service=served.service))  # the running service
+    response = client.post("/v1/suggestions", json={"transactions": [transaction()]})
+    assert response.status_code == 200, response.text
+    assert provider.spans[:1] == (["POST"] if enabled else [])
