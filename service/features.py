@@ -53,12 +53,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import unicodedata
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any, Final
 
@@ -383,14 +384,56 @@ def _text_block(
     return indptr, (unique % TEXT_DIMENSIONS).astype(np.int32), data.astype(np.float32)
 
 
-@lru_cache(maxsize=16384)
-def _one_text_block(
-    descriptor: str, memo: str
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
-    block = _text_block([descriptor], [memo])
-    for array in block:
-        array.setflags(write=False)  # shared by every batch that holds this row
-    return block
+Block = tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]
+"""One row's text block: its column indices and values (read-only)."""
+
+
+class _TextBlocks:
+    """Rows' text blocks by ``(descriptor, memo)``, the least recently used dropped first:
+    descriptors repeat, and one row hashed alone costs ~150 us. A batch looks every row up
+    and hashes the rows it misses together, in one vectorised pass (``functools.lru_cache``
+    would hash each miss alone). Thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._blocks: OrderedDict[tuple[str, str], Block] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def csr(
+        self, descriptors: Sequence[str], memos: Sequence[str]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+        """The CSR block of these rows, as :func:`_text_block` gives it."""
+        keys = list(zip(descriptors, memos, strict=True))
+        found: list[Block | None] = []
+        with self._lock:
+            for key in keys:
+                block = self._blocks.get(key)
+                if block is not None:
+                    self._blocks.move_to_end(key)
+                found.append(block)
+        missing = [i for i, block in enumerate(found) if block is None]
+        if missing:
+            indptr, indices, data = _text_block(
+                [descriptors[i] for i in missing], [memos[i] for i in missing]
+            )
+            with self._lock:
+                for k, i in enumerate(missing):
+                    row = slice(int(indptr[k]), int(indptr[k + 1]))
+                    block = (indices[row].copy(), data[row].copy())
+                    for array in block:
+                        array.setflags(write=False)  # shared by every batch holding the row
+                    found[i] = self._blocks[keys[i]] = block
+                while len(self._blocks) > self._size:
+                    self._blocks.popitem(last=False)
+        blocks = [block for block in found if block is not None]
+        indptr = np.array([0, *accumulate(len(b[0]) for b in blocks)], dtype=np.int64)
+        if len(blocks) == 1:
+            return indptr, blocks[0][0], blocks[0][1]
+        indices = np.concatenate([b[0] for b in blocks])
+        return indptr, indices, np.concatenate([b[1] for b in blocks])
+
+
+_TEXT_BLOCKS: Final = _TextBlocks(16384)
 
 
 # -- the batch -----------------------------------------------------------------------------
@@ -522,8 +565,13 @@ def extract(
             column = _BRAND_COLUMN.get(category)
             if column is not None:
                 dense[r, column] = 1.0
-    if n == 1:  # one row: its text block is cached (descriptors repeat; ~150 us cold)
-        indptr, indices, data = _one_text_block(descriptors[0], memo_texts[0])
-    else:
-        indptr, indices, data = _text_block(descriptors, memo_texts)
-    return FeatureBatch(dense, indptr.copy(), indices, data)
+    if n <= CACHED_BATCH_ROWS:  # a request's or a coalesced batch's rows: each cached
+        return FeatureBatch(dense, *_TEXT_BLOCKS.csr(descriptors, memo_texts))
+    return FeatureBatch(dense, *_text_block(descriptors, memo_texts))
+
+
+CACHED_BATCH_ROWS: Final = 64
+"""Batches up to this many rows (what serving answers on its event loop, one request or
+several coalesced) take each row's text block from a cache (:class:`_TextBlocks`); larger
+batches (training, big requests) hash in one vectorised pass. The two give the same arrays:
+each row's block depends on that row alone."""

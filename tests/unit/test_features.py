@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from service.features import (
     BRAND_FEATURES,
+    CACHED_BATCH_ROWS,
     FEATURE_NAMES,
     MCC_FEATURES,
     N_ORIGINAL,
@@ -220,6 +221,18 @@ def test_a_batch_equals_its_rows_one_by_one(rows: list[tuple[str, str, float, st
         taken = batch.take([i])
         np.testing.assert_array_equal(taken.indices, one.indices)
         np.testing.assert_array_equal(taken.data, one.data)
+    # Small batches join each row's cached text block; past CACHED_BATCH_ROWS the block is
+    # hashed in one pass: the same rows give the same arrays either way.
+    filler = CACHED_BATCH_ROWS + 1 - len(rows)
+    large = extract(
+        merchants + ["SQ *FILLER"] * filler,
+        memos + [""] * filler,
+        amounts + [1.0] * filler,
+        mccs + [None] * filler,
+    ).take(list(range(len(rows))))
+    for name in ("dense", "indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(large, name), getattr(batch, name))
+        assert getattr(large, name).dtype == getattr(batch, name).dtype
 
 
 def test_a_feature_batch_is_immutable_and_takes_rows_in_the_given_order() -> None:
