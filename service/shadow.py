@@ -48,7 +48,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from itertools import groupby
 from typing import TYPE_CHECKING, Any, Final
 
@@ -124,43 +124,38 @@ class ShadowRows:
         return len(self.baselines)
 
     @staticmethod
-    def merged(chunks: Sequence[ShadowRows]) -> list[ShadowRows]:
-        """``chunks`` of one model as few chunks as can be (one per run of chunks with the
-        same threshold): what is sent to the shadow's process, four arrays and a few lists
-        rather than as many of each as requests."""
-        out: list[ShadowRows] = []
-        for _, group in groupby(chunks, key=lambda c: c.min_confidence):
+    def payloads(chunks: Sequence[ShadowRows]) -> list[dict[str, Any]]:
+        """``chunks`` of one model as the shadow's process is sent them: one dict per run of
+        chunks with the same threshold (a reconfiguration may change it within a group),
+        each field's rows joined in order, and no features. The child computes the features
+        again from the transactions (:func:`service.features.extract`: the same values);
+        joining and pickling the arrays cost the serving process more than a few lists of
+        strings, and the serving process is where a shadow must cost nothing."""
+        out: list[dict[str, Any]] = []
+        for threshold, group in groupby(chunks, key=lambda c: c.min_confidence):
             run = list(group)
-            if len(run) == 1:
-                out.append(run[0])
-                continue
-            first = run[0]
-            out.append(
-                ShadowRows(
-                    role=first.role,
-                    model=first.model,
-                    features=FeatureBatch.concat([c.features for c in run]),
-                    baselines=[v for c in run for v in c.baselines],
-                    baseline_versions=[v for c in run for v in c.baseline_versions],
-                    served_top1=[v for c in run for v in c.served_top1],
-                    rules_top1=[v for c in run for v in c.rules_top1],
-                    merchants=[v for c in run for v in c.merchants],
-                    memos=[v for c in run for v in c.memos],
-                    amounts=[v for c in run for v in c.amounts],
-                    min_confidence=first.min_confidence,
-                    mccs=[v for c in run for v in (c.mccs or [None] * len(c))]
-                    if any(c.mccs for c in run)
-                    else (),
-                )
+            payload: dict[str, Any] = {
+                name: [v for c in run for v in getattr(c, name)] for name in _SENT_COLUMNS
+            }
+            payload["min_confidence"] = threshold
+            payload["mccs"] = (
+                [v for c in run for v in (c.mccs or [None] * len(c))]
+                if any(c.mccs for c in run)
+                else ()
             )
+            out.append(payload)
         return out
 
-    def payload(self) -> dict[str, Any]:
-        """Every field but ``role`` and ``model``: what the shadow's process is sent."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_SENT}
 
-
-_NOT_SENT: Final = frozenset({"role", "model"})
+_SENT_COLUMNS: Final = (
+    "baselines",
+    "baseline_versions",
+    "served_top1",
+    "rules_top1",
+    "merchants",
+    "memos",
+    "amounts",
+)
 
 
 DEFAULT_CPU_SHARE: Final = 0.25
@@ -240,9 +235,12 @@ class ShadowQueue:
         self._busy = False  # the worker holds a group it has not finished
         self._hurry = 0  # drain() callers waiting: evaluate without lingering
         self._stopped = False
+        self._stopping = threading.Event()  # set with _stopped: ends a pause at once
         self._thread: threading.Thread | None = None
         self.evaluations = 0
         """Model evaluations made by the worker (for tests and the benchmark)."""
+        self.signals = 0
+        """How many offers signalled the worker (for tests)."""
         self.compared_rows = 0
         self.shed_rows = 0
         self.cpu_seconds = 0.0
@@ -256,6 +254,12 @@ class ShadowQueue:
     def busy(self) -> bool:
         """The worker holds a group it has not finished (evaluating, or in the child)."""
         return self._busy
+
+    @property
+    def pausing(self) -> bool:
+        """The worker waits out its CPU budget (offers that do not fit are shed as
+        ``cpu_budget``)."""
+        return self._pausing
 
     def add(self, rows: ShadowRows) -> bool:
         """Queue ``rows`` for the worker, or shed them (counted) when they do not fit or the
@@ -276,7 +280,14 @@ class ShadowQueue:
                         target=self._work, name="shadow-worker", daemon=True
                     )
                     self._thread.start()
-                elif self._rows >= self.batch_rows or len(self._pending) == 1:
+                elif not self._pausing and (
+                    len(self._pending) == 1 or self._rows - n < self.batch_rows <= self._rows
+                ):
+                    # Wake the worker only when it waits for rows and this offer is news to
+                    # it: the first rows (its timer starts), or a group's worth reached.
+                    # Waking it on every offer cost users ~15% of the serving thread: each
+                    # wake-up takes the GIL from the event loop.
+                    self.signals += 1
                     self._cond.notify_all()
                 return True
         self._shed(reason, rows)
@@ -304,6 +315,7 @@ class ShadowQueue:
         still queued are shed as ``stopped``."""
         with self._cond:
             self._stopped = True
+            self._stopping.set()
             self._cond.notify_all()
             thread = self._thread
         if self.process is not None:  # a group it evaluates is lost, and the worker freed
@@ -372,10 +384,9 @@ class ShadowQueue:
             if pause > 0:
                 with self._cond:
                     self._pausing = True
-                    try:
-                        self._cond.wait_for(lambda: self._stopped, timeout=pause)
-                    finally:
-                        self._pausing = False
+                self._stopping.wait(pause)  # offers do not wake it: only stop() does
+                with self._cond:
+                    self._pausing = False
 
     def _flush(self, pending: list[ShadowRows]) -> int:
         """Evaluate and count ``pending``; how many rows were compared."""

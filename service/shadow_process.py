@@ -13,8 +13,10 @@ nothing with the candidate but the machine's idle CPU.
 - **What the child gets**: per group, the version's directory, name and model-file
   sha256 (it loads and verifies the version itself with :func:`service.models.load_model`,
   keeps the last :data:`MODELS_KEPT` it used, and loads compiled trees from the compile
-  cache once the serving process serves that version from them), and the rows' features
-  and served answers. At start: the rules (for rows the shadow is not sure of), the drill's
+  cache once the serving process serves that version from them), and the rows'
+  transactions and served answers, joined per threshold (:meth:`ShadowRows.payloads`).
+  It computes the features again, as serving computed them: joining and pickling the
+  arrays cost the serving process more than the lists do. At start: the rules (for rows the shadow is not sure of), the drill's
   faults and the compile cache.
 - **What comes back**: per group, the evaluation's time, the model's error if it raised,
   and the comparisons (:class:`service.shadow.Compared`), plus the CPU time the group
@@ -46,7 +48,7 @@ from typing import Any, Final
 
 from service.artifact import MODEL_FILE
 from service.faults import Fault
-from service.features import FeatureBatch
+from service.features import CACHED_BATCH_ROWS, FeatureBatch, extract
 from service.metric_names import Source
 from service.models import LoadedModel, load_model
 from service.rules import RuleEngine
@@ -79,7 +81,7 @@ class Work:
     sha256: str  # of the version's model file, from its verified manifest
     version_dir: str
     compiled: bool  # the serving process serves this version from compiled trees
-    rows: list[dict[str, Any]]  # ShadowRows fields but role and model, one per chunk
+    rows: list[dict[str, Any]]  # ShadowRows.payloads: the fields but role, model, features
 
     @classmethod
     def of(cls, chunks: list[ShadowRows]) -> Work:
@@ -90,7 +92,7 @@ class Work:
             sha256=model.manifest.files[MODEL_FILE],
             version_dir=str(model.model_file.parent),
             compiled=model.scorer == "compiled",
-            rows=[chunk.payload() for chunk in ShadowRows.merged(chunks)],
+            rows=ShadowRows.payloads(chunks),
         )
 
 
@@ -143,7 +145,11 @@ class _Child:
         started = time.perf_counter()
         try:
             model = self.model(work)
-            chunks = [ShadowRows(role=Source(work.role), model=model, **r) for r in work.rows]
+            role = Source(work.role)
+            chunks = [
+                ShadowRows(role=role, model=model, features=payload_features(r), **r)
+                for r in work.rows
+            ]
             x = FeatureBatch.concat([c.features for c in chunks])
             proba = checked_proba(model, x, self.spec.faults)
         except Exception as exc:
@@ -186,6 +192,24 @@ class _Child:
                 self.not_compiled.add(key)
                 log.warning("shadow process: %s stays on LightGBM: %s", work.version, exc)
         return model
+
+
+def payload_features(rows: dict[str, Any]) -> FeatureBatch:
+    """The features of the rows of a payload, computed as serving computed them, in slices
+    that take each row's text block from the child's cache (descriptors repeat)."""
+    step = CACHED_BATCH_ROWS
+    merchants, memos, amounts, mccs = (rows[k] for k in ("merchants", "memos", "amounts", "mccs"))
+    return FeatureBatch.concat(
+        [
+            extract(
+                merchants[i : i + step],
+                memos[i : i + step],
+                amounts[i : i + step],
+                mccs[i : i + step] if mccs else None,
+            )
+            for i in range(0, len(merchants), step)
+        ]
+    )
 
 
 # -- the serving process's side -----------------------------------------------------------

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import Counter
 from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from service import metric_names as names
-from service.features import extract
+from service.features import FeatureBatch, extract
 from service.metric_names import Source
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
@@ -459,3 +461,31 @@ def test_the_worker_thread_alone_runs_in_the_idle_scheduling_class(idle: bool, p
     assert seen["worker"] == getattr(os, policy)
     assert queue.scheduling == ("idle" if idle else "normal")
     assert os.sched_getscheduler(0) == before == os.SCHED_OTHER
+
+
+def test_offers_signal_the_worker_only_when_it_waits_for_rows_and_they_are_news() -> None:
+    """Every signal makes the worker take the GIL from the event loop, so an offer signals
+    it only for the first rows or when a group's worth is reached, never once per offer and
+    never while it waits out its CPU budget."""
+
+    def evaluate(role: Source, model: Any, x: FeatureBatch) -> npt.NDArray[np.float64]:
+        started = time.thread_time()
+        while time.thread_time() - started < 0.01:  # 10 ms of CPU: a pause of ~10 s
+            pass
+        return np.tile([0.9, 0.1], (len(x), 1))
+
+    queue = ShadowQueue(
+        evaluate, RuleEngine.default(), ServiceMetrics(), batch_rows=4, cpu_share=0.001
+    )
+    for _ in range(3):  # the first starts the worker; the others are not a group yet
+        assert queue.add(one_row(0.5))
+    assert queue.signals == 0
+    assert queue.add(one_row(0.5))  # a group's worth
+    assert queue.signals == 1
+    wait_until(lambda: queue.pausing, timeout=30, what="the worker pausing for its budget")
+    for _ in range(40):  # while it pauses: queued, and no signal
+        assert queue.add(one_row(0.5))
+    assert queue.signals == 1
+    assert queue.pending_rows == 40
+    queue.stop()
+    assert queue.shed_rows == 40

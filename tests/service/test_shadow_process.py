@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from service import metric_names as names
-from service.features import FeatureBatch, extract
+from service.features import CACHED_BATCH_ROWS, FeatureBatch, extract
 from service.metric_names import NO_VERSION, Source
 from service.rules import RuleEngine
 from service.shadow import ShadowQueue, ShadowRows, compare_rows
-from service.shadow_process import ShadowProcess
+from service.shadow_process import ShadowProcess, payload_features
 from testbed.process import wait_until
 from tests.service.conftest import CANDIDATE_VERSION, STABLE_VERSION, ServeFactory
 from tests.service.test_shadow import FULL_SHADOW, _Model, samples, varied
@@ -152,9 +152,10 @@ def _zombie(pid: int) -> bool:
 
 
 def test_chunks_sent_to_the_child_are_merged_without_changing_a_comparison() -> None:
-    """Requests' chunks are sent as one chunk per run of the same threshold (a
-    reconfiguration may change it between two requests of one group); every field keeps
-    its rows in order, and the comparisons are those of the chunks one by one."""
+    """Requests' chunks are sent as one payload per run of the same threshold (a
+    reconfiguration may change it between two requests of one group), every field's rows
+    in order and no features; the child computes the same features from the transactions,
+    and its comparisons are those of the chunks one by one."""
 
     def chunk(i: int, threshold: float, mcc: str | None) -> ShadowRows:
         merchants = [f"M{i}A", f"M{i}B"]
@@ -174,13 +175,25 @@ def test_chunks_sent_to_the_child_are_merged_without_changing_a_comparison() -> 
         )
 
     chunks = [chunk(0, 0.5, None), chunk(1, 0.5, "5812"), chunk(2, 0.7, None), chunk(3, 0.5, None)]
-    merged = ShadowRows.merged(chunks)
-    assert [(len(m), m.min_confidence) for m in merged] == [(4, 0.5), (2, 0.7), (2, 0.5)]
-    assert merged[0].mccs == [None, None, "5812", "5812"]
-    assert merged[1] is chunks[2]
-    assert list(merged[0].merchants) == ["M0A", "M0B", "M1A", "M1B"]
+    payloads = ShadowRows.payloads(chunks)
+    assert [(len(p["baselines"]), p["min_confidence"]) for p in payloads] == [
+        (4, 0.5),
+        (2, 0.7),
+        (2, 0.5),
+    ]
+    assert payloads[0]["mccs"] == [None, None, "5812", "5812"]
+    assert payloads[1]["mccs"] == ()
+    assert payloads[0]["merchants"] == ["M0A", "M0B", "M1A", "M1B"]
+    assert all("features" not in p for p in payloads)
+
+    rebuilt = [
+        ShadowRows(
+            role=Source.CANDIDATE, model=cast(Any, _Model()), features=payload_features(p), **p
+        )
+        for p in payloads
+    ]
     together = FeatureBatch.concat([c.features for c in chunks])
-    again = FeatureBatch.concat([m.features for m in merged])
+    again = FeatureBatch.concat([r.features for r in rebuilt])
     for a, b in zip(
         (together.dense, together.indptr, together.indices, together.data),
         (again.dense, again.indptr, again.indices, again.data),
@@ -191,8 +204,19 @@ def test_chunks_sent_to_the_child_are_merged_without_changing_a_comparison() -> 
     proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.55, 0.45]] * 2)
     rules = RuleEngine.default()
     one_by_one = compare_rows(chunks, cast(Any, _Model()), proba, rules).comparisons
-    assert compare_rows(merged, cast(Any, _Model()), proba, rules).comparisons == one_by_one
+    assert compare_rows(rebuilt, cast(Any, _Model()), proba, rules).comparisons == one_by_one
     assert sum(one_by_one.values()) == 8
+
+
+def test_the_child_computes_the_features_of_more_rows_than_one_cached_batch() -> None:
+    rows = [("WHOLEFDS MKT #10233", "weekly", -54.2, "5411"), ("UBER *TRIP", "", -21.5, None)]
+    n = 2 * CACHED_BATCH_ROWS + 3
+    picked = [rows[i % 2] for i in range(n)]
+    merchants, memos, amounts, mccs = (list(c) for c in zip(*picked, strict=True))
+    payload = {"merchants": merchants, "memos": memos, "amounts": amounts, "mccs": mccs}
+    got, want = payload_features(payload), extract(merchants, memos, amounts, mccs)
+    for name in ("dense", "indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
 
 
 def test_the_child_scores_from_the_compiled_trees_once_serving_does(
