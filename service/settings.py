@@ -23,7 +23,7 @@ MODELROLLOUT_INLINE_ROWS         requests up to this many rows are answered on t
 MODELROLLOUT_COALESCE            answer small requests ready together in one evaluation
                                  (default true; service/coalesce.py)
 MODELROLLOUT_SHADOW_BATCH_ROWS   the shadow's worker thread evaluates a group once this
-                                 many rows wait, or the oldest waited 50 ms (default 32;
+                                 many rows wait, or the oldest waited 50 ms (default 128;
                                  service/shadow.py)
 MODELROLLOUT_SHADOW_CPU_SHARE    share of one core the shadow's worker may use (default
                                  0.25); what it cannot take is shed and counted
@@ -146,7 +146,7 @@ class Settings(BaseSettings):
         "(service/coalesce.py); off: each request is evaluated alone",
     )
     shadow_batch_rows: int = Field(
-        default=32,
+        default=128,
         ge=1,
         le=1000,
         description="the shadow's worker evaluates a group once this many rows wait (or the "

@@ -16,8 +16,8 @@ nothing with the candidate but the machine's idle CPU.
   cache once the serving process serves that version from them), and the rows'
   transactions and served answers, joined per threshold (:meth:`ShadowRows.payloads`).
   It computes the features again, as serving computed them: joining and pickling the
-  arrays cost the serving process more than the lists do. At start: the rules (for rows the shadow is not sure of), the drill's
-  faults and the compile cache.
+  arrays cost the serving process more than the lists do. At start: the rules (for rows
+  the shadow is not sure of), the drill's faults and the compile cache.
 - **What comes back**: per group, the evaluation's time, the model's error if it raised,
   and the comparisons (:class:`service.shadow.Compared`), plus the CPU time the group
   took in the child. The serving process counts them in its own metrics, so

@@ -92,7 +92,7 @@ class Suggester:
         events: EventCodec,
         *,
         faults: Mapping[str, Fault] | None = None,
-        shadow_batch_rows: int = 32,
+        shadow_batch_rows: int = 128,
         shadow_cpu_share: float = DEFAULT_CPU_SHARE,
         shadow_max_rows: int = DEFAULT_MAX_ROWS,
         shadow_idle_priority: bool = True,
