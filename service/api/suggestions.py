@@ -1,11 +1,13 @@
 """``POST /v1/suggestions``: categories for a batch of transactions.
 
-One route, one path for every request: FastAPI's own request handler runs (middleware,
-dependencies, exception handlers, OpenAPI generated from the signature), with one change
-made through FastAPI's documented extension point, a custom ``APIRoute`` class
-(:class:`SuggestionsRoute`): the body is parsed and validated in one pass by pydantic's
-``model_validate_json`` (FastAPI's body parameter would ``json.loads`` it into Python
-objects and then validate those), and the answer is serialised by orjson.
+One route, one path for every request: FastAPI's route (middleware, dependencies,
+exception handlers, OpenAPI generated from the signature), changed through FastAPI's
+documented extension point, a custom ``APIRoute`` class (:class:`SuggestionsRoute`): the
+body is parsed and validated in one pass by pydantic's ``model_validate_json`` (FastAPI's
+body parameter would ``json.loads`` it into Python objects and then validate those), what
+FastAPI's handler would do with nothing attached is done without its dependency solver,
+and the answer is serialised by orjson. The app adds the route to its own router
+(:func:`add_route`).
 
 Validation errors keep FastAPI's shape (``{"detail": [{loc, msg, type}]}`` with ``loc``
 starting at ``"body"``); a batch above the maximum is 413 (:mod:`service.api.errors`).
