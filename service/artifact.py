@@ -7,6 +7,9 @@ A version is a directory ``<models-root>/<version>/`` holding:
   calibrated probabilities;
 - ``text_stage.npz``: the :class:`TextStage`, the linear model over the hashed text
   block whose class scores the booster reads beside the dense features;
+- ``trees.so`` (optional): the same trees compiled to machine code by the training Job
+  (:class:`CompiledTrees` in the manifest says for which machine and how); serving loads
+  it instead of LightGBM's predictor once it has checked that it gives the same scores;
 - ``manifest.json``: a :class:`Manifest`, with the sha256 of each file above.
 
 Training publishes a version atomically (temporary directory, fsync, rename; see
@@ -45,6 +48,7 @@ MANIFEST_FILE: Final = "manifest.json"
 MODEL_FILE: Final = "model.txt"
 CALIBRATION_FILE: Final = "calibration.json"
 TEXT_STAGE_FILE: Final = "text_stage.npz"
+TREES_FILE: Final = "trees.so"
 FORMAT_VERSION: Final = 1
 
 
@@ -110,6 +114,29 @@ class Calibration(BaseModel):
         return sharpen(proba, self.power)
 
 
+class CompiledTrees(BaseModel):
+    """What ``trees.so`` is: ``model.txt``'s trees compiled by lleaves (LLVM) in the
+    training Job and linked into a shared library. Its entry point scores rows the way
+    ``forest_root(const double *rows, double *out, int start, int end)`` of lleaves does:
+    ``out[i * classes + k]`` for row ``i`` of a row-major float64 ``(n, features)`` array.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: Literal["trees.so"] = "trees.so"
+    machine: str = Field(description="platform.machine() the code runs on, e.g. x86_64")
+    system: str = Field(default="Linux", description="platform.system() it links for")
+    target_cpu: str = Field(description="LLVM CPU the code was compiled for (x86-64: any)")
+    output: Literal["raw_score", "probability"]
+    entry: str = Field(default="forest_root", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    compiler: str = Field(description="its versions, e.g. lleaves 1.3.0, llvmlite 0.44.0")
+    max_difference: float = Field(
+        ge=0.0,
+        description="largest relative difference from LightGBM's scores on probe rows, "
+        "measured by training before it published",
+    )
+
+
 class Manifest(BaseModel):
     """``manifest.json`` of one version."""
 
@@ -134,12 +161,19 @@ class Manifest(BaseModel):
         description="sha256 of the training data, as training computed it"
     )
     params: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    compiled_trees: CompiledTrees | None = Field(
+        default=None, description="the trees compiled to machine code, when training did so"
+    )
 
     @model_validator(mode="after")
     def _required_files(self) -> Manifest:
         missing = {MODEL_FILE, CALIBRATION_FILE} - self.files.keys()
         if missing:
             raise ValueError(f"manifest lists no sha256 for {sorted(missing)}")
+        if (self.compiled_trees is None) != (TREES_FILE not in self.files):
+            raise ValueError(
+                f"{TREES_FILE} must be listed in files exactly when compiled_trees describes it"
+            )
         return self
 
 

@@ -39,8 +39,9 @@ model's classes), ``"true"``/``"false"``; never a user id, merchant or path.
   1 for each loaded model
 - ``modelrollout_model_load_errors_total`` (counter; model_version):
   a version failed verification or loading
-- ``modelrollout_model_compilations_total`` (counter; result compiled/failed):
-  a loaded version's trees compiled to machine code (or left on LightGBM's predictor)
+- ``modelrollout_model_compilations_total`` (counter; result compiled/published/failed):
+  a loaded version's trees compiled to machine code here, loaded from the compiled
+  trees its training published, or left on LightGBM's predictor
 
 Every exposed series also carries ``target="<MODELROLLOUT_TARGET>"``
 (:data:`TARGET_LABEL`, added at exposition, :meth:`service.metrics.ServiceMetrics.exposition`):

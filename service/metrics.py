@@ -116,7 +116,7 @@ class ServiceMetrics:
             ["result"],
             registry=r,
         )
-        for result in ("compiled", "failed"):
+        for result in ("compiled", "published", "failed"):
             self.compile_results.labels(result)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)

@@ -17,7 +17,14 @@ configuration is prepared once at load. The serving process loads ``lib_lightgbm
 ``lightgbm`` wheel without importing the Python package: its ``compat`` module imports
 scikit-learn, pandas and scipy, ~150 MiB of RSS that serving never uses (decision 0011).
 
-Faster still, and optional: :meth:`LoadedModel.accelerate` compiles the same trees to
+Faster: a version whose training Job published its trees compiled to machine code
+(``trees.so``, :class:`~service.artifact.CompiledTrees`) serves from that library once
+:func:`load_model` has checked that it gives LightGBM's own scores on probe rows (the same
+check as below); a library for another machine, one that fails to load or disagrees leaves
+the version on LightGBM's predictor, and says why in :attr:`LoadedModel.scorer_detail`.
+The serving pod needs no compiler and no LLVM for it (decision 0013).
+
+Also optional: :meth:`LoadedModel.accelerate` compiles the same trees to
 machine code with lleaves (LLVM), checks that the compiled trees give LightGBM's own raw
 scores on probe rows (to 1e-9; they agree to about 1e-14), and only then swaps the
 compiled scorer in. The version serves from LightGBM's predictor while it compiles
@@ -50,6 +57,7 @@ from service.artifact import (
     MODEL_FILE,
     ArtifactError,
     Calibration,
+    CompiledTrees,
     Manifest,
     TextStage,
     read_calibration,
@@ -105,7 +113,7 @@ def _lib() -> Any:
         return _LIBRARY
 
 
-class _Scorer:
+class LightGBMScorer:
     """Raw scores (or LightGBM's probabilities) through its C API, parameters fixed once."""
 
     def __init__(self, model_file: Path, num_threads: int, *, raw: bool = True) -> None:
@@ -200,8 +208,42 @@ class _Scorer:
         return out
 
 
+class LibraryScorer:
+    """Raw scores (or LightGBM's probabilities) from a version's published ``trees.so``:
+    lleaves' ``forest_root(rows, out, start, end)`` called through ctypes (which releases
+    the GIL for the call, as it does for LightGBM's)."""
+
+    kind: Final = "compiled"
+
+    def __init__(self, path: Path, entry: str, n_classes: int, n_features: int) -> None:
+        """Raises ``OSError`` when the library does not load here, ``AttributeError`` when
+        it has no ``entry``."""
+        self._library = ctypes.CDLL(str(path))
+        function = getattr(self._library, entry)
+        function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        function.restype = None
+        self._function = function
+        self._n_classes = n_classes
+        self._n_features = n_features
+
+    def __call__(self, features: Matrix) -> Matrix:
+        n = features.shape[0]
+        if features.shape[1] != self._n_features:
+            raise ValueError(f"expected {self._n_features} features, got {features.shape[1]}")
+        if n >= 2**31 - 1:  # the entry point counts rows in a C int
+            raise ValueError(f"{n} rows are more than one call can score")
+        data = np.ascontiguousarray(features, dtype=np.float64)
+        out = np.zeros((n, self._n_classes), dtype=np.float64)
+        self._function(data.ctypes.data, out.ctypes.data, 0, n)
+        return out
+
+
 class _RawScorer(Protocol):
     def __call__(self, features: Matrix) -> Matrix: ...
+
+
+class _Reference(_RawScorer, Protocol):
+    n_features: int
 
 
 class CompiledScorer:
@@ -281,7 +323,21 @@ def compile_trees(
     return compiled
 
 
-def probe_features(n_features: int, rows: int = 512, seed: int = 0) -> Matrix:
+PROBE_ROWS: Final = 512
+
+
+def max_difference(scorer: _RawScorer, reference: _Reference) -> float:
+    """The largest difference between two scorers' outputs on :func:`probe_features`,
+    relative to the reference's score where it is larger than 1 (NaN when one is NaN)."""
+    probe = probe_features(reference.n_features)
+    expected = reference(probe)
+    got = scorer(probe)
+    if got.shape != expected.shape:
+        raise ValueError(f"scores of shape {got.shape}, expected {expected.shape}")
+    return float(np.max(np.abs(got - expected) / np.maximum(1.0, np.abs(expected))))
+
+
+def probe_features(n_features: int, rows: int = PROBE_ROWS, seed: int = 0) -> Matrix:
     """Model-input rows that reach many leaves: amounts of both signs and sizes, text
     lengths, keyword and MCC flags at realistic rates, text-stage scores of both signs and
     several sizes (and the all-zero row)."""
@@ -342,7 +398,7 @@ class LoadedModel:
     text_stage: TextStage
     load_seconds: float
     model_file: Path
-    _scorer: _Scorer
+    _scorer: LightGBMScorer
     _calibrate: _CalibrationKernel
     _slot: _ScorerSlot = field(init=False)
 
@@ -396,37 +452,83 @@ class LoadedModel:
             len(self.classes),
             self._scorer.n_features,
         )
-        probe = probe_features(self._scorer.n_features)
-        expected = self._scorer(probe)
-        got = compiled(probe)
-        diff = float(np.max(np.abs(got - expected) / np.maximum(1.0, np.abs(expected))))
+        diff = max_difference(compiled, self._scorer)
         if not diff <= tolerance:
             raise ValueError(
                 f"compiled trees differ from LightGBM by {diff:.3g} (> {tolerance:g}) "
-                f"on {len(probe)} probe rows; serving stays on LightGBM"
+                f"on {PROBE_ROWS} probe rows; serving stays on LightGBM"
             )
         detail = (
             f"compiled by lleaves in {time.perf_counter() - started:.1f} s; max relative "
-            f"difference from LightGBM {diff:.1e} on {len(probe)} probe rows"
+            f"difference from LightGBM {diff:.1e} on {PROBE_ROWS} probe rows"
         )
-        self._slot.detail = detail
-        self._slot.scorer = compiled
-        self._slot.kind = CompiledScorer.kind
+        self._use(compiled, detail)
         return detail
+
+    def _use(self, scorer: _RawScorer, detail: str) -> None:
+        self._slot.detail = detail
+        self._slot.scorer = scorer
+        self._slot.kind = CompiledScorer.kind
+
+    def use_published_trees(self, *, tolerance: float = COMPILED_TOLERANCE) -> str | None:
+        """Serve from the version's published ``trees.so`` when it is for this machine,
+        loads, and gives LightGBM's scores on :func:`probe_features` (as
+        :meth:`accelerate` checks). Returns None when it serves from it, else why not (the
+        version then stays on LightGBM's predictor, and :attr:`scorer_detail` says why).
+        """
+        trees = self.manifest.compiled_trees
+        if trees is None:
+            return "the version has no published compiled trees"
+        if self._slot.kind == CompiledScorer.kind:
+            return None
+        reason = self._published_scorer_problem(trees, tolerance)
+        if reason is not None:
+            self._slot.detail = f"LightGBM's predictor (published trees not used: {reason})"
+        return reason
+
+    def _published_scorer_problem(self, trees: CompiledTrees, tolerance: float) -> str | None:
+        here = (platform.machine(), platform.system())
+        if (trees.machine, trees.system) != here:
+            return f"compiled for {trees.machine}/{trees.system}, this is {here[0]}/{here[1]}"
+        if trees.output != self.calibration.input:
+            return f"they output {trees.output}, the calibration reads {self.calibration.input}"
+        path = self.model_file.parent / trees.file
+        try:
+            library = LibraryScorer(path, trees.entry, len(self.classes), self._scorer.n_features)
+        except (OSError, AttributeError) as exc:
+            return f"{trees.file} does not load here: {exc}"
+        diff = max_difference(library, self._scorer)
+        if not diff <= tolerance:
+            return (
+                f"{trees.file} differs from LightGBM by {diff:.3g} (> {tolerance:g}) on "
+                f"{PROBE_ROWS} probe rows"
+            )
+        self._use(
+            library,
+            f"published by training ({trees.compiler}, for {trees.target_cpu}); max "
+            f"relative difference from LightGBM {diff:.1e} on {PROBE_ROWS} probe rows",
+        )
+        return None
 
     def close(self) -> None:
         self._scorer.close()
 
 
-def load_model(models_root: Path, version: str, *, num_threads: int = 1) -> LoadedModel:
-    """Verify and load one version, or raise :class:`ArtifactError` saying why it must not serve."""
+def load_model(
+    models_root: Path, version: str, *, num_threads: int = 1, published_trees: bool = True
+) -> LoadedModel:
+    """Verify and load one version, or raise :class:`ArtifactError` saying why it must not serve.
+
+    ``published_trees``: serve from the version's published compiled trees when they pass
+    :meth:`LoadedModel.use_published_trees` (a version without them, or whose library is
+    unusable here, serves from LightGBM's predictor)."""
     started = time.perf_counter()
     manifest = verify_version(models_root, version)
     version_dir = models_root / version
     calibration = read_calibration(version_dir)
     text_stage = read_text_stage(version_dir)
     try:
-        scorer = _Scorer(
+        scorer = LightGBMScorer(
             version_dir / MODEL_FILE, num_threads=num_threads, raw=calibration.input == "raw_score"
         )
     except LightGBMError as exc:
@@ -462,14 +564,19 @@ def load_model(models_root: Path, version: str, *, num_threads: int = 1) -> Load
         raise ArtifactError(version, f"a trial prediction failed: {exc}") from exc
     if not np.all(np.isfinite(probe)):
         raise ArtifactError(version, "a trial prediction is not finite")
-    return LoadedModel(
+    model = LoadedModel(
         version=version,
         manifest=manifest,
         classes=tuple(manifest.classes),
         calibration=calibration,
         text_stage=text_stage,
-        load_seconds=time.perf_counter() - started,
+        load_seconds=0.0,
         model_file=version_dir / MODEL_FILE,
         _scorer=scorer,
         _calibrate=_CalibrationKernel(calibration),
     )
+    if published_trees and manifest.compiled_trees is not None:
+        model.use_published_trees()
+    object.__setattr__(model, "load_seconds", time.perf_counter() - started)
+    return model
+

@@ -68,6 +68,7 @@ class SuggestionService:
             num_threads=settings.predict_threads,
             retry_seconds=settings.load_retry_seconds,
             compile_cache=settings.effective_compile_cache(),
+            published_trees=settings.published_trees,
         )
         self.suggester = Suggester(
             self.rules,
@@ -80,6 +81,7 @@ class SuggestionService:
             shadow_idle_priority=settings.shadow_idle_priority,
             shadow_process=settings.shadow_process,
             compile_cache=settings.effective_compile_cache(),
+            published_trees=settings.published_trees,
             predict_threads=settings.predict_threads,
         )
         self.coalescer: Coalescer[ServingState] = Coalescer(

@@ -191,6 +191,12 @@ class Settings(BaseSettings):
     compile_cache: Path | None = Field(
         default=None, description="where compiled trees are cached (default: a temp directory)"
     )
+    published_trees: bool = Field(
+        default=True,
+        description="serve a version from the compiled trees its training Job published "
+        "(trees.so, checked against LightGBM on probe rows at load); off: LightGBM's "
+        "predictor always, and no library from the models volume is ever loaded",
+    )
     fault_delay: str | None = Field(
         default=None,
         description="rollback drills (older form): VERSION=SECONDS[,VERSION=SECONDS...] burns "

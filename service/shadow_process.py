@@ -68,6 +68,7 @@ class EvaluatorSpec:
     rules: RuleEngine
     faults: dict[str, Fault] = field(default_factory=dict)
     compile_cache: Path | None = None
+    published_trees: bool = True
     num_threads: int = 1
     idle_priority: bool = True
 
@@ -171,7 +172,12 @@ class _Child:
         model = models.get(key)
         if model is None:
             version_dir = Path(work.version_dir)
-            model = load_model(version_dir.parent, work.version, num_threads=self.spec.num_threads)
+            model = load_model(
+                version_dir.parent,
+                work.version,
+                num_threads=self.spec.num_threads,
+                published_trees=self.spec.published_trees,
+            )
             if model.manifest.files[MODEL_FILE] != work.sha256:
                 model.close()
                 raise ValueError(

@@ -106,8 +106,10 @@ class ServingStateStore:
         num_threads: int = 1,
         retry_seconds: float = 30.0,
         compile_cache: Path | None = None,
+        published_trees: bool = True,
     ) -> None:
         self.models_root = models_root
+        self._published_trees = published_trees
         self._compile_cache = compile_cache
         self._compile_lock = threading.Lock()  # one compilation at a time: one core at most
         self.current: ServingState = ServingState.initial()
@@ -214,7 +216,13 @@ class ServingStateStore:
 
     def _load(self, version: str, errors: dict[str, str]) -> LoadedModel | None:
         try:
-            model = load_model(self.models_root, version, num_threads=self._num_threads)
+            model = load_model(
+                self.models_root,
+                version,
+                num_threads=self._num_threads,
+                published_trees=self._published_trees,
+            )
+            self._report_published(model)
             if self._compile_cache is not None:
                 threading.Thread(
                     target=self._accelerate,
@@ -231,6 +239,16 @@ class ServingStateStore:
         self._metrics.model_load_errors.labels(version).inc()
         log.error("model version %s will not serve: %s", version, reason)
         return None
+
+    def _report_published(self, model: LoadedModel) -> None:
+        if model.manifest.compiled_trees is None or not self._published_trees:
+            return
+        if model.scorer == "compiled":
+            self._metrics.compile_results.labels("published").inc()
+            log.info("model version %s: %s", model.version, model.scorer_detail)
+        else:
+            self._metrics.compile_results.labels("failed").inc()
+            log.warning("model version %s: %s", model.version, model.scorer_detail)
 
     def _accelerate(self, model: LoadedModel, cache: Path) -> None:
         """Compile one version's trees (off the request path); it serves meanwhile."""

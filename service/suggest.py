@@ -98,6 +98,7 @@ class Suggester:
         shadow_idle_priority: bool = True,
         shadow_process: bool = False,
         compile_cache: Path | None = None,
+        published_trees: bool = True,
         predict_threads: int = 1,
     ) -> None:
         self.rules = rules
@@ -118,6 +119,7 @@ class Suggester:
                     rules=rules,
                     faults=self.faults,
                     compile_cache=compile_cache,
+                    published_trees=published_trees,
                     num_threads=predict_threads,
                     idle_priority=shadow_idle_priority,
                 )

@@ -19,6 +19,7 @@ be published by accident, and its manifest metrics show how bad it is.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from service.artifact import (
     CALIBRATION_FILE,
     MODEL_FILE,
     TEXT_STAGE_FILE,
+    TREES_FILE,
     Manifest,
     read_manifest,
 )
@@ -55,6 +57,7 @@ from training.publish import (
 )
 from training.rules_baseline import load_rule_engine
 from training.train import TrainedModel, TrainParams, refit, train_model
+from training.trees import CompileTrees, TreesCompileError, compile_library, compiler_problem
 
 Corruption = Literal["shuffle_labels", "rotate_labels"]
 """Deliberately bad models, for rollback tests:
@@ -142,6 +145,7 @@ def train_and_publish(
     protected: Collection[str] = (),
     rules: RuleSuggester | Literal["default"] | None = "default",
     progress: Progress | None = None,
+    compile_trees: CompileTrees = "off",
 ) -> PublishResult:
     """Train a model and publish it as a new version under ``models_root``.
 
@@ -158,6 +162,10 @@ def train_and_publish(
       ``protected`` ones; ``None`` removes nothing. Stale unfinished publishes are
       always cleaned.
     - ``rules``: the rule engine scored beside the model ("default": the service's).
+    - ``compile_trees``: publish the trees compiled to machine code as well
+      (:mod:`training.trees`): ``"on"`` raises :class:`training.trees.TreesCompileError`
+      when they cannot be (before training, when this machine has no compiler), ``"auto"``
+      publishes without them and says why.
     """
     say = progress or (lambda _msg: None)
     params = params or TrainParams()
@@ -167,6 +175,8 @@ def train_and_publish(
     elif (models_root / version).exists():
         # Fail before minutes of training, not after.
         raise VersionExistsError(f"version {version!r} already exists under {models_root}")
+    if compile_trees == "on" and (problem := compiler_problem()) is not None:
+        raise TreesCompileError(f"cannot compile the trees here: {problem}")
 
     say("loading data" if data is not None else f"generating {rows} rows (seed {seed})")
     frame = load_data(data, rows, seed)
@@ -206,6 +216,25 @@ def train_and_publish(
         CALIBRATION_FILE: published.calibration.model_dump_json(indent=2).encode(),
         TEXT_STAGE_FILE: published.text_stage.to_bytes(),
     }
+    compiled = None
+    if compile_trees != "off":
+        say("compiling the trees to machine code (trees.so)")
+        started = time.perf_counter()
+        try:
+            library = compile_library(published.model_text(), output=published.calibration.input)
+        except TreesCompileError as exc:
+            if compile_trees == "on":
+                raise
+            say(f"publishing without compiled trees: {exc}")
+        else:
+            files[TREES_FILE] = library.data
+            compiled = library.description
+            say(
+                f"compiled in {time.perf_counter() - started:.0f} s "
+                f"({len(library.data) >> 10} KiB, for {compiled.target_cpu}; max relative "
+                "difference from LightGBM "
+                f"{compiled.max_difference:.1e})"
+            )
     manifest = Manifest(
         version=version,
         created=datetime.now(UTC),
@@ -223,6 +252,7 @@ def train_and_publish(
             "gate_passed": decision.checks_passed,
             "published": chosen,
         },
+        compiled_trees=compiled,
     )
     path = publish_version(models_root, files, manifest)
     say(f"published {version} at {path}")

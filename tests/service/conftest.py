@@ -31,6 +31,7 @@ from service.state import ServingState
 from training.gate import GateConfig
 from training.pipeline import train_and_publish
 from training.train import TrainParams
+from training.trees import CompileTrees
 
 with warnings.catch_warnings():
     # Starlette deprecates its TestClient over httpx in favour of httpx2, which is not a
@@ -61,7 +62,11 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models root holding two published versions, ``v1`` and ``v2`` (read-only: copy it)."""
-    root = tmp_path_factory.mktemp("models")
+    return publish_pair(tmp_path_factory.mktemp("models"))
+
+
+def publish_pair(root: Path, compile_trees: CompileTrees = "off") -> Path:
+    """Publish small ``v1`` and ``v2`` under ``root`` (seeds 1 and 2), and return it."""
     for version, seed in ((STABLE_VERSION, 1), (CANDIDATE_VERSION, 2)):
         train_and_publish(
             root,
@@ -71,6 +76,7 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             params=TrainParams.quick(n_jobs=1),
             gate=GateConfig(enforce=False),
             rules=None,
+            compile_trees=compile_trees,
         )
     return root
 
