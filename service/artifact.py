@@ -280,23 +280,64 @@ class TextStage:
 
     ``coef`` is float32 ``(TEXT_DIMENSIONS, classes)``; the products and each row's sum
     are computed in float32 in one fixed order, so a row scores the same bits alone or in
-    any batch, in training and in serving. Stored as the rows of ``coef`` that are not
-    zero (hashed tokens never seen in training have no weight).
+    any batch, in training and in serving. Stored, in the file and in memory, as the rows of
+    ``coef`` that are not zero (hashed tokens never seen in training have no weight): an
+    index from each column to its row (0: the zero row) and those rows, ~4 MiB instead of
+    the dense 10 MiB for the benchmark's model (a serving pod holds one per loaded version
+    and process).
     """
 
     def __init__(self, coef: npt.NDArray[np.float32], intercept: npt.NDArray[np.float64]) -> None:
         if coef.ndim != 2 or coef.shape[0] != TEXT_DIMENSIONS or coef.dtype != np.float32:
             raise ValueError(f"coef must be float32 ({TEXT_DIMENSIONS}, k), got {coef.shape}")
-        if intercept.shape != (coef.shape[1],):
-            raise ValueError(f"intercept must be ({coef.shape[1]},), got {intercept.shape}")
-        self.coef = coef
+        rows = np.flatnonzero(np.any(coef != 0, axis=1)).astype(np.int32)
+        self._set(rows, coef[rows], intercept)
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: npt.NDArray[np.integer],
+        weights: npt.NDArray[np.float32],
+        intercept: npt.NDArray[np.float64],
+    ) -> TextStage:
+        """The stage whose ``coef`` is ``weights`` at ``rows`` (ascending, unique) and 0
+        elsewhere."""
+        if weights.ndim != 2 or len(rows) != len(weights) or weights.dtype != np.float32:
+            raise ValueError("rows and weights do not fit")
+        if len(rows) and (rows.min() < 0 or rows.max() >= TEXT_DIMENSIONS):
+            raise ValueError("a weight row lies outside the hashed text space")
+        if len(rows) > 1 and not np.all(np.diff(rows) > 0):
+            raise ValueError("weight rows must be unique and ascending")
+        stage = cls.__new__(cls)
+        stage._set(rows.astype(np.int32), weights, intercept)
+        return stage
+
+    def _set(
+        self,
+        rows: npt.NDArray[np.int32],
+        weights: npt.NDArray[np.float32],
+        intercept: npt.NDArray[np.float64],
+    ) -> None:
+        if intercept.shape != (weights.shape[1],):
+            raise ValueError(f"intercept must be ({weights.shape[1]},), got {intercept.shape}")
+        self._rows = rows
+        self._weights = np.vstack([np.zeros((1, weights.shape[1]), np.float32), weights])
+        self._row_of = np.zeros(TEXT_DIMENSIONS, dtype=np.int32)
+        self._row_of[rows] = np.arange(1, len(rows) + 1, dtype=np.int32)
         self.intercept = intercept.astype(np.float64)
-        self.coef.setflags(write=False)
-        self.intercept.setflags(write=False)
+        for array in (self._rows, self._weights, self._row_of, self.intercept):
+            array.setflags(write=False)
 
     @property
     def n_classes(self) -> int:
-        return int(self.coef.shape[1])
+        return int(self._weights.shape[1])
+
+    @property
+    def coef(self) -> npt.NDArray[np.float32]:
+        """The dense ``(TEXT_DIMENSIONS, classes)`` weights (a new array)."""
+        coef = np.zeros((TEXT_DIMENSIONS, self.n_classes), dtype=np.float32)
+        coef[self._rows] = self._weights[1:]
+        return coef
 
     def scores(self, features: FeatureBatch) -> npt.NDArray[np.float64]:
         """``(n, classes)`` float64 scores of a batch."""
@@ -305,7 +346,8 @@ class TextStage:
         out = np.zeros((n, self.n_classes), dtype=np.float64)
         nnz = int(indptr[-1])
         if nnz:
-            contrib = self.coef[features.indices] * features.data[:, None]
+            weights = self._weights.take(self._row_of.take(features.indices), axis=0)
+            contrib = weights * features.data[:, None]
             starts = np.minimum(indptr[:-1], nnz - 1)
             summed = np.add.reduceat(contrib, starts, axis=0)
             nonempty = indptr[1:] > indptr[:-1]
@@ -316,22 +358,19 @@ class TextStage:
     def to_bytes(self) -> bytes:
         import io  # noqa: PLC0415
 
-        rows = np.flatnonzero(np.any(self.coef != 0, axis=1)).astype(np.int32)
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, rows=rows, weights=self.coef[rows], intercept=self.intercept)
+        np.savez_compressed(
+            buffer, rows=self._rows, weights=self._weights[1:], intercept=self.intercept
+        )
         return buffer.getvalue()
 
     @classmethod
     def from_file(cls, path: Path) -> TextStage:
         with np.load(path, allow_pickle=False) as npz:
             rows, weights, intercept = npz["rows"], npz["weights"], npz["intercept"]
-        if weights.ndim != 2 or len(rows) != len(weights) or weights.dtype != np.float32:
-            raise ValueError("rows and weights do not fit")
-        if len(rows) and (rows.min() < 0 or rows.max() >= TEXT_DIMENSIONS):
-            raise ValueError("a weight row lies outside the hashed text space")
-        coef = np.zeros((TEXT_DIMENSIONS, weights.shape[1]), dtype=np.float32)
-        coef[rows] = weights
-        return cls(coef, np.asarray(intercept, dtype=np.float64))
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            raise ValueError(f"rows must be a vector of integers, got {rows.dtype} {rows.shape}")
+        return cls.from_rows(rows, weights, np.asarray(intercept, np.float64))
 
 
 def read_text_stage(version_dir: Path) -> TextStage:

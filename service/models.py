@@ -37,6 +37,7 @@ milliseconds.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import importlib.metadata
 import importlib.util
 import os
@@ -577,6 +578,29 @@ def load_model(
     )
     if published_trees and manifest.compiled_trees is not None:
         model.use_published_trees()
+    release_freed_memory()
     object.__setattr__(model, "load_seconds", time.perf_counter() - started)
     return model
 
+
+def _malloc_trim() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+    if trim is not None:
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+    return trim
+
+
+_TRIM: Final = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere). Loading a version frees most of what parsing it took, but glibc keeps those
+    pages: measured, 25 MiB of RSS for two 580-tree versions (decision 0013)."""
+    if _TRIM is not None:
+        _TRIM(0)
