@@ -67,6 +67,15 @@ open(f'/opt/modelrollout/lexicon/name-suggestion-index-{v}.tgz', 'wb').write(dat
     "$NSI_VERSION" "$NSI_SHA256"
 
 FROM app AS training
+# GNU ld links the trees lleaves compiles into the trees.so a version publishes
+# (training/trees.py, --compile-trees); only the training image has it.
+USER root
+RUN if ! command -v ld >/dev/null; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends binutils \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
+USER 10001:10001
 COPY --from=lexicon /opt/modelrollout/lexicon /opt/modelrollout/lexicon
 # training.lexicon reads $MODELROLLOUT_CACHE/lexicon/ (read only).
 ENV MODELROLLOUT_CACHE=/opt/modelrollout

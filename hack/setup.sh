@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for the demo, the tests and CI:
-#   1. Debian packages (prometheus, prometheus-alertmanager)
+#   1. Debian packages (prometheus, prometheus-alertmanager, wrk for the benchmarks, binutils:
+#      GNU ld links the compiled trees training publishes)
 #   2. uv, then the project's virtual environment (.venv) from uv.lock
 #   3. etcd, kube-apiserver, kube-controller-manager, kubectl, helm (hack/tools.sh)
 #   4. the brand lexicon of the training data: the name-suggestion-index npm package
