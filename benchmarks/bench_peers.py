@@ -222,19 +222,33 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--quick", action="store_true", help="small models (TrainParams.quick)")
     parser.add_argument(
+        "--published-trees",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train with --compile-trees on, as the chart's training Job does where it can, so "
+        "ours serves from the published compiled trees (the 'lightgbm' targets turn them "
+        "off); --no-published-trees: models without them, minutes faster to train",
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        help="a models root holding v1 and v2 already (as this benchmark trains them); "
+        "default: train them here",
+    )
+    parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="ours serves from trees compiled by lleaves (default: LightGBM's predictor, "
-        "as the chart does)",
+        help="ours compiles the trees itself at run time (MODELROLLOUT_COMPILE_MODELS)",
     )
     parser.add_argument(
         "--only",
         action="append",
         default=None,
         metavar="NAME",
-        help="ours, ours+shadow, ours+shadow thread, ours+shadow h11, mlserver, kserve "
-        "(repeat; default: ours, ours+shadow, mlserver, kserve)",
+        help="ours, ours+shadow, ours lightgbm, ours+shadow lightgbm, ours+shadow thread, "
+        "ours+shadow h11, mlserver, kserve (repeat; default: ours, ours+shadow, mlserver, "
+        "kserve)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -246,9 +260,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     try:
         models = work / "models"
-        started = time.monotonic()
-        trees = train(models, args.quick)
-        print(f"models {trees} (iterations; trained in {time.monotonic() - started:.0f} s)")
+        if args.models:
+            shutil.copytree(args.models, models)
+            print(f"models from {args.models}")
+        else:
+            started = time.monotonic()
+            trees = train(models, args.quick, "on" if args.published_trees else "off")
+            print(f"models {trees} (iterations; trained in {time.monotonic() - started:.0f} s)")
         booster_file = models / "v1" / "model.txt"
         row = feature_row(models, "v1")
         print(f"the booster: {booster_file.stat().st_size / 2**20:.1f} MiB, {len(row)} features")
@@ -270,9 +288,13 @@ def main() -> int:
         targets: list[Target] = []
         with ExitStack() as stack:
             shadow = {"generation": 1, "stable": "v1", "candidate": "v2", "shadow_percent": 100}
+            lightgbm = {"MODELROLLOUT_PUBLISHED_TREES": "false"}
             for name, config, server_args, extra in (
                 ("ours", {"generation": 1, "stable": "v1"}, [], {}),
                 ("ours+shadow", shadow, [], {}),
+                # LightGBM's predictor, not the compiled trees training published
+                ("ours lightgbm", {"generation": 1, "stable": "v1"}, [], lightgbm),
+                ("ours+shadow lightgbm", shadow, [], lightgbm),
                 # the shadow on the serving process's worker thread, not in its own process
                 ("ours+shadow thread", shadow, [], {"MODELROLLOUT_SHADOW_PROCESS": "false"}),
                 # uvicorn's pure-Python parts, to show what uvloop and httptools bring
@@ -425,6 +447,11 @@ def main() -> int:
                 )
                 print(f"{t.name:<22}{c:>5}{cells}")
         print()
+        scorer = (
+            "trees compiled at run time" if args.compile
+            else "compiled trees published by training" if args.published_trees
+            else "LightGBM's predictor"
+        )  # fmt: skip
         peers = [t for t in targets if not t.name.startswith("ours")]
         for t in [t for t in targets if t.name.startswith("ours")]:
             for c in (1, 8):
@@ -435,7 +462,7 @@ def main() -> int:
                     best = max(table[f"{p.name} c{c}"][r]["rps"] for p in peers)
                     ratios.append(table[f"{t.name} c{c}"][r]["rps"] / best)
                 print(
-                    f"{t.name:<12} c{c}: {statistics.median(ratios):.2f}x the faster peer "
+                    f"{t.name:<20} c{c}: {statistics.median(ratios):.2f}x the faster peer "
                     f"(median of rounds; per round "
                     f"{', '.join(f'{x:.2f}x' for x in ratios)})"
                 )
@@ -444,7 +471,7 @@ def main() -> int:
             print(f"RSS {t.name:<22}{rss[t.name]:>7.0f} MiB ({procs[t.name]} process(es))")
         print(
             f"\n(wrk -t1, {args.seconds:.0f} s per run, loopback, OMP_NUM_THREADS=1; ours "
-            f"{'compiled trees' if args.compile else 'LightGBM predictor'})"
+            f"{scorer}; 'lightgbm': LightGBM's predictor)"
         )
         return 0
     finally:

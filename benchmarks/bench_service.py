@@ -46,7 +46,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -268,7 +268,9 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def train(models: Path, quick: bool) -> dict[str, int]:
+def train(
+    models: Path, quick: bool, compile_trees: Literal["auto", "on", "off"] = "off"
+) -> dict[str, int]:
     from training.gate import GateConfig  # noqa: PLC0415 - heavy, only here
     from training.pipeline import train_and_publish  # noqa: PLC0415
     from training.train import TrainParams  # noqa: PLC0415
@@ -284,6 +286,7 @@ def train(models: Path, quick: bool) -> dict[str, int]:
             params=params,
             gate=GateConfig(enforce=False),
             rules=None,
+            compile_trees=compile_trees,
         )
         trees[version] = result.trained.best_iteration
     return trees
