@@ -27,7 +27,7 @@ The models are trained here by ``training.pipeline.train_and_publish`` with its 
 parameters (the ones a user gets), unless ``--quick``.
 
     .venv/bin/python benchmarks/bench_service.py [--seconds 10] [--rounds 3] [--quick]
-        [--only model --only model+shadow] [--compile-cache DIR]
+        [--only model --only model+shadow] [--no-compile]
 """
 
 from __future__ import annotations
@@ -311,16 +311,11 @@ def main() -> int:
         help="run this configuration (repeat for several; default: all)",
     )
     parser.add_argument(
-        "--compile-cache",
-        type=Path,
-        default=None,
-        help="directory for compiled trees, kept between runs (default: a temporary one)",
-    )
-    parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="serve from the trees compiled by lleaves, as the chart does (default: on)",
+        help="train with --compile-trees on and serve from the compiled trees training "
+        "published, as the chart does (default: on; --no-compile: LightGBM's predictor)",
     )
     args = parser.parse_args()
     if args.rounds < 1:
@@ -333,7 +328,7 @@ def main() -> int:
     try:
         models = work / "models"
         started = time.monotonic()
-        trees = train(models, args.quick)
+        trees = train(models, args.quick, "on" if args.compile else "off")
         sizes = {v: (models / v / "model.txt").stat().st_size / 2**20 for v in trees}
         shapes = ", ".join(
             f"{v}: {t} iterations x 10 classes, {sizes[v]:.1f} MiB" for v, t in trees.items()
@@ -376,8 +371,8 @@ def main() -> int:
                 "POD_NAME": "bench",
                 "PYTHONPATH": str(ROOT),
                 "OMP_NUM_THREADS": "1",
-                "MODELROLLOUT_COMPILE_MODELS": "1" if args.compile else "0",
-                "MODELROLLOUT_COMPILE_CACHE": str(args.compile_cache or work / "compiled"),
+                "MODELROLLOUT_COMPILE_MODELS": "0",
+                "MODELROLLOUT_PUBLISHED_TREES": "1" if args.compile else "0",
             }
             return env | (extra or {})
 
