@@ -274,6 +274,31 @@ def compiler_available() -> str | None:
     return None
 
 
+def run_compiler(
+    model_file: Path, output_file: Path, *, raw_score: bool, target_cpu: str | None = None
+) -> None:
+    """Compile ``model_file``'s trees to the object file ``output_file`` in a child
+    (``python -m service.treecompile``; for this host's CPU unless ``target_cpu``).
+    Raises ``RuntimeError`` when the child fails, writes nothing or takes longer than
+    :data:`COMPILE_TIMEOUT_SECONDS`."""
+    kind = "raw" if raw_score else "proba"
+    command = [sys.executable, "-m", "service.treecompile", str(model_file), str(output_file), kind]
+    try:
+        proc = subprocess.run(
+            [*command, *([target_cpu] if target_cpu else [])],
+            capture_output=True,
+            text=True,
+            timeout=COMPILE_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"compiling took longer than {COMPILE_TIMEOUT_SECONDS:.0f} s") from None
+    if proc.returncode != 0 or not output_file.is_file():
+        raise RuntimeError(
+            f"the compiler exited with {proc.returncode}: {proc.stderr.strip()[-500:]}"
+        )
+
+
 def compile_trees(
     model_file: Path, cache_dir: Path, *, raw_score: bool, sha256: str | None = None
 ) -> Any:
@@ -299,23 +324,7 @@ def compile_trees(
     if not final.exists():
         scratch = cache_dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         try:
-            try:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "service.treecompile", str(model_file), str(scratch),
-                     output],
-                    capture_output=True,
-                    text=True,
-                    timeout=COMPILE_TIMEOUT_SECONDS,
-                    check=False,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(
-                    f"compiling took longer than {COMPILE_TIMEOUT_SECONDS:.0f} s"
-                ) from None
-            if proc.returncode != 0 or not scratch.is_file():
-                raise RuntimeError(
-                    f"the compiler exited with {proc.returncode}: {proc.stderr.strip()[-500:]}"
-                )
+            run_compiler(model_file, scratch, raw_score=raw_score)
             os.replace(scratch, final)
         finally:
             scratch.unlink(missing_ok=True)

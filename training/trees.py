@@ -23,7 +23,6 @@ import importlib.util
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,11 @@ from typing import Final, Literal
 
 from service.artifact import MODEL_FILE, TREES_FILE, CompiledTrees
 from service.models import (
-    COMPILE_TIMEOUT_SECONDS,
     COMPILED_TOLERANCE,
     LibraryScorer,
     LightGBMScorer,
     max_difference,
+    run_compiler,
 )
 
 CompileTrees = Literal["auto", "on", "off"]
@@ -89,14 +88,12 @@ def compile_library(model_text: str, *, output: Output) -> CompiledLibrary:
         model_file = work / MODEL_FILE
         model_file.write_text(model_text)
         obj = work / "trees.o"
-        kind = "raw" if output == "raw_score" else "proba"
-        compiler = [sys.executable, "-m", "service.treecompile", str(model_file), str(obj), kind]
-        _run("the compiler", [*compiler, target], COMPILE_TIMEOUT_SECONDS)
-        if not obj.is_file():
-            raise TreesCompileError("the compiler exited with 0 and wrote no object file")
+        try:
+            run_compiler(model_file, obj, raw_score=output == "raw_score", target_cpu=target)
+        except RuntimeError as exc:
+            raise TreesCompileError(str(exc)) from exc
         library = work / TREES_FILE
-        _run("the linker", ["ld", "-shared", "-z", "noexecstack", "-o", str(library), str(obj)],
-             LINK_TIMEOUT_SECONDS)  # fmt: skip
+        _link(["ld", "-shared", "-z", "noexecstack", "-o", str(library), str(obj)])
         reference = LightGBMScorer(model_file, num_threads=1, raw=output == "raw_score")
         try:
             try:
@@ -126,13 +123,16 @@ def compile_library(model_text: str, *, output: Output) -> CompiledLibrary:
         )
 
 
-def _run(what: str, command: list[str], timeout: float) -> None:
+def _link(command: list[str]) -> None:
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=LINK_TIMEOUT_SECONDS, check=False
+        )
     except subprocess.TimeoutExpired:
-        raise TreesCompileError(f"{what} took longer than {timeout:.0f} s") from None
+        took = f"{LINK_TIMEOUT_SECONDS:.0f} s"
+        raise TreesCompileError(f"the linker took longer than {took}") from None
     except OSError as exc:
-        raise TreesCompileError(f"{what} did not start: {exc}") from exc
+        raise TreesCompileError(f"the linker did not start: {exc}") from exc
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip()[-500:]
-        raise TreesCompileError(f"{what} exited with {proc.returncode}: {detail}")
+        raise TreesCompileError(f"the linker exited with {proc.returncode}: {detail}")
